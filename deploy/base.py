@@ -1,0 +1,8 @@
+"""The apt base alone: apt proxy, waiting on the dpkg lock, fresh lists and base tools.
+
+    pyinfra inventories/lab.py deploy/base.py
+"""
+
+from gpulab.deploys.apt_base import apt_base
+
+apt_base()

@@ -1,0 +1,221 @@
+"""``gpulab``: the toolkit's command line. Thin: every decision lives in the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpulab.compat.cuda import CompatError, check_pinned_toolkit, choose_toolkit
+from gpulab.compat.versions import VersionError
+from gpulab.hostfacts import FactsFile, HostFacts
+from gpulab.plan import HostPlan, PlanError, make_plan
+from gpulab.settings import Settings, SettingsError, parse_inventory_settings
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def cmd_compat(args: argparse.Namespace) -> int:
+    """The CUDA toolkit a driver runs (Table 3 of the CUDA release notes)."""
+    try:
+        if args.toolkit:
+            toolkit = check_pinned_toolkit(args.toolkit, args.driver, args.platform)
+        else:
+            toolkit = choose_toolkit(args.driver, args.platform)
+    except (CompatError, VersionError) as error:
+        print(f"gpulab compat: {error}", file=sys.stderr)
+        return 1
+    result = {
+        "driver": args.driver, "platform": args.platform, "toolkit": toolkit.version,
+        "package": toolkit.package, "apt_version": toolkit.apt_version,
+        "min_driver": toolkit.min_driver, "prefix": toolkit.prefix,
+    }
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"CUDA {toolkit.version} ({toolkit.package}={toolkit.apt_version}): needs driver "
+              f">= {toolkit.min_driver} ({args.platform}); driver {args.driver} has it")
+    return 0
+
+
+def _inventory_settings(inventory: str, limit: list[str] | None) -> dict[str, Settings]:
+    from gpulab.inventory import host_data, load_state
+
+    state = load_state(inventory, limit)
+    hosts = [(name, data) for name, data in host_data(state) if not limit or name in limit]
+    return parse_inventory_settings(hosts)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate every host's data without connecting."""
+    try:
+        settings = _inventory_settings(args.inventory, None)
+    except SettingsError as error:
+        if args.json:
+            _print_json({"valid": False, "problems": [
+                {"host": p.host, "field": p.field, "message": p.message} for p in error.problems
+            ]})
+        else:
+            for problem in error.problems:
+                print(problem)
+        return 1
+    if args.json:
+        _print_json({"valid": True, "hosts": sorted(settings)})
+    else:
+        print(f"{args.inventory}: {len(settings)} host(s), data valid")
+    return 0
+
+
+def _read_facts_files(paths: Sequence[str]) -> dict[str, HostFacts]:
+    facts: dict[str, HostFacts] = {}
+    for path in paths:
+        candidates = sorted(Path(path).glob("*.json")) if Path(path).is_dir() else [Path(path)]
+        for candidate in candidates:
+            recorded = FactsFile.model_validate_json(candidate.read_text())
+            facts[recorded.host] = recorded.facts
+    return facts
+
+
+def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, HostFacts], list[str]]:
+    from pyinfra.api.exceptions import PyinfraError
+
+    from gpulab.facts import gather_host_facts
+    from gpulab.inventory import connected, load_state, unreachable
+
+    state = load_state(inventory, limit)
+    try:
+        with connected(state) as hosts:
+            facts = {host.name: gather_host_facts(host) for host in hosts}
+    except PyinfraError:
+        facts = {}
+    return facts, unreachable(state)
+
+
+def _plan_row(plan: HostPlan) -> str:
+    driver = (f"{plan.driver.source} {plan.driver.branch} {plan.driver.flavour}"
+              if plan.driver.source else "none")
+    lines = [
+        f"{plan.host}  [{plan.platform}]  gpus: {', '.join(plan.gpus) or 'none'}",
+        f"  driver:  {driver} — {plan.driver.reason}",
+        f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}",
+        f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}",
+        f"  reboot:  {'maybe' if plan.reboot.may_be_needed else 'no'} — {plan.reboot.reason}",
+    ]
+    lines += [f"  model:   {fit.name} — {fit.reason}" for fit in plan.models]
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """One plan per host, each decision with its reason."""
+    try:
+        settings = _inventory_settings(args.inventory, args.limit)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if args.facts:
+        facts, failed = _read_facts_files(args.facts), []
+    else:
+        facts, failed = _gather_live(args.inventory, args.limit)
+    plans: list[HostPlan] = []
+    problems = [f"{name}: host: unreachable, no facts gathered" for name in failed]
+    for name, host_settings in settings.items():
+        if name not in facts:
+            if name not in failed:
+                problems.append(f"{name}: facts: no recorded facts for this host")
+            continue
+        try:
+            plans.append(make_plan(name, facts[name], host_settings))
+        except PlanError as error:
+            problems.append(str(error))
+    if args.json:
+        _print_json({"plans": [plan.model_dump(mode="json") for plan in plans],
+                     "problems": problems})
+    else:
+        for plan in plans:
+            print(_plan_row(plan))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    """Record each host's facts, in the format ``gpulab plan --facts`` reads."""
+    facts, failed = _gather_live(args.inventory, args.limit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, host_facts in sorted(facts.items()):
+        path = out / f"{name}.json"
+        path.write_text(FactsFile(host=name, facts=host_facts).model_dump_json(indent=2) + "\n")
+        written.append(str(path))
+    if args.json:
+        _print_json({"written": written, "unreachable": failed})
+    else:
+        for path_text in written:
+            print(f"wrote {path_text}")
+        for name in failed:
+            print(f"{name}: unreachable, no facts recorded", file=sys.stderr)
+    return 1 if failed or not written else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="gpulab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compat = commands.add_parser("compat", help="the CUDA toolkit a driver version runs")
+    compat.add_argument("--driver", required=True, help="driver version, e.g. 560.35.03")
+    compat.add_argument("--platform", choices=["linux", "windows"], default="linux",
+                        help="windows: the driver version WSL2's nvidia-smi reports")
+    compat.add_argument("--toolkit", help="check a pinned toolkit (12.6 or 12.6.2) instead")
+    compat.add_argument("--json", action="store_true")
+    compat.set_defaults(func=cmd_compat)
+
+    check = commands.add_parser("check", help="validate every host's data, without connecting")
+    check.add_argument("inventory")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
+
+    plan = commands.add_parser("plan", help="what each host gets, and why")
+    plan.add_argument("inventory")
+    plan.add_argument("--limit", action="append", help="only this host (repeatable)")
+    plan.add_argument("--facts", action="append",
+                      help="plan from recorded facts (a file or a folder of them) instead of "
+                           "connecting (repeatable)")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+    facts = commands.add_parser("facts", help="record each host's facts for offline planning")
+    facts.add_argument("inventory")
+    facts.add_argument("--limit", action="append", help="only this host (repeatable)")
+    facts.add_argument("--out", required=True, help="folder for <host>.json files")
+    facts.add_argument("--json", action="store_true")
+    facts.set_defaults(func=cmd_facts)
+
+    from gpulab.lab.commands import add_lab_parser
+
+    add_lab_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpulab`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except Exception as error:  # a clear line, not a traceback, for expected failures
+        from gpulab.inventory import InventoryError
+
+        if isinstance(error, (InventoryError, OSError, ValueError)):
+            print(f"gpulab {args.command}: {error}", file=sys.stderr)
+            return 1
+        raise
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

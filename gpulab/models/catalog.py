@@ -1,0 +1,31 @@
+"""What is known of the course models before they are pulled: their size on disk.
+
+Sizes are the registry's totals (``/api/tags`` ``size``) where recorded in
+``shared/reference/ollama.md``; ``approximate`` marks sizes not confirmed from the registry.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class KnownModel(NamedTuple):
+    """A model and its size in bytes."""
+
+    name: str
+    size_bytes: int
+    approximate: bool
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    model.name: model
+    for model in (
+        KnownModel("qwen2.5:7b", 4_683_087_332, approximate=False),
+        # ~326M parameters in f16; a third-party listing of the same weights shows 651 MB.
+        KnownModel("znbang/bge:large-zh-v1.5-f16", 651_000_000, approximate=True),
+    )
+}
+
+# Weights plus KV cache and compute buffers at the default context; a planning margin,
+# not a measurement.
+RUNTIME_OVERHEAD = 1.2

@@ -1,0 +1,391 @@
+"""Every inventory data key gpulab reads, validated before any host is touched.
+
+Keys are flat, as pyinfra data is (``group_data`` merges key by key): ``driver_branch``,
+``ollama_version``, ... A host's data is the merge of ``all``, its groups and its own data.
+Keys with a gpulab prefix that gpulab does not know are errors (a typo must not be silently
+ignored); other keys (``ssh_*``, your own) are left alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from gpulab.compat.cuda import CompatError, find_release
+from gpulab.compat.gpus import GpuRuleError, branch
+from gpulab.models.names import ModelNameError, parse_model_name
+
+GPULAB_PREFIXES = ("apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_")
+
+OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
+NVIDIA_REPO_BASE = "https://developer.download.nvidia.com/compute/cuda/repos"
+OLLAMA_REGISTRY = "https://registry.ollama.ai"
+COURSE_MODELS = ("qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16")
+_DURATION = re.compile(r"^-?\d+(ns|us|ms|s|m|h)?$|^(-?\d+(\.\d+)?(h|m|s))+$")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(listen: str, default_port: int) -> tuple[str, int]:
+    """``"0.0.0.0:11434"`` -> ``("0.0.0.0", 11434)``; ``"[::1]:8000"`` and bare hosts too."""
+    text = listen.split("://", 1)[-1].rstrip("/")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if port and not port.isdigit():
+        raise ValueError(f"{listen!r}: port {port!r} is not a number")
+    number = int(port) if port else default_port
+    if not 0 < number < 65536:
+        raise ValueError(f"{listen!r}: port {number} is out of range")
+    return host or "127.0.0.1", number
+
+
+class Settings(BaseModel):
+    """gpulab's inventory data for one host. Each field is one data key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- network: every download location is data -------------------------------------
+    apt_proxy: str | None = Field(
+        default=None,
+        description="HTTP proxy for apt (e.g. an apt-cacher-ng on the LAN: "
+        "http://10.0.0.5:3142); written to /etc/apt/apt.conf.d/01gpulab-proxy.",
+    )
+    apt_lock_timeout: int = Field(
+        default=600, ge=0, description="Seconds apt waits for another apt/dpkg to finish."
+    )
+    apt_cache_time: int = Field(
+        default=3600, ge=0, description="Seconds a previous `apt-get update` stays fresh."
+    )
+    https_proxy: str | None = Field(
+        default=None,
+        description="Proxy for HTTPS downloads (Ollama archive, registry, NVIDIA repo keyring).",
+    )
+    no_proxy: list[str] = Field(
+        default_factory=list, description="Hosts and CIDRs that bypass https_proxy."
+    )
+    nvidia_repo_base: str = Field(
+        default=NVIDIA_REPO_BASE,
+        description="Base URL of NVIDIA's CUDA apt repositories (a mirror for slow links); "
+        "<base>/<distro>/x86_64/ must hold cuda-keyring_1.1-1_all.deb.",
+    )
+
+    # --- NVIDIA driver ------------------------------------------------------------------
+    driver_source: Literal["auto", "ubuntu", "cuda-repo", "debian", "none"] = Field(
+        default="auto",
+        description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, Debian "
+        "non-free on Debian 12 (NVIDIA's repo where Debian's 535 cannot drive the GPU), none "
+        "on WSL2 and on hosts without an NVIDIA GPU.",
+    )
+    driver_branch: int | None = Field(
+        default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default 580."
+    )
+    driver_flavour: Literal["auto", "open", "proprietary"] = Field(
+        default="auto",
+        description="Kernel modules. auto: open where every GPU allows it and the branch is "
+        "560+; Blackwell requires open, Maxwell/Pascal/Volta require proprietary.",
+    )
+    driver_server: bool = Field(
+        default=False, description="Ubuntu: the -server (ERD) driver packages."
+    )
+    driver_dkms: bool = Field(
+        default=False,
+        description="Ubuntu: build modules with DKMS instead of Canonical's prebuilt signed "
+        "linux-modules-nvidia packages (needs MOK enrollment under Secure Boot).",
+    )
+    driver_secure_boot_proceed: bool = Field(
+        default=False,
+        description="Install DKMS-built modules although Secure Boot is on (you enroll the MOK).",
+    )
+    driver_upgrade: bool = Field(
+        default=False,
+        description="Lift the driver holds, upgrade within the branch, and hold again.",
+    )
+
+    # --- CUDA toolkit -------------------------------------------------------------------
+    cuda_toolkit: str = Field(
+        default="auto",
+        description="auto: the newest release the driver supports (Table 3); none: no "
+        "toolkit; or a pin such as 12.6 or 12.6.2.",
+    )
+
+    # --- Ollama -------------------------------------------------------------------------
+    ollama_state: Literal["present", "absent"] = "present"
+    ollama_version: str = Field(default="0.34.2", description="Pinned Ollama release.")
+    ollama_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the release archive; default: gpulab's table, else the "
+        "release's sha256sum.txt from ollama_download_base.",
+    )
+    ollama_download_base: str = Field(
+        default=OLLAMA_DOWNLOAD_BASE,
+        description="Where release archives live: <base>/v<version>/ollama-linux-<arch>.tar.zst.",
+    )
+    ollama_host: str = Field(
+        default="127.0.0.1:11434",
+        description="OLLAMA_HOST, the listen address. Beyond loopback needs "
+        "ollama_allowed_clients.",
+    )
+    ollama_allowed_clients: list[str] = Field(
+        default_factory=list,
+        description="CIDRs allowed to reach Ollama when it listens beyond loopback "
+        "(enforced by a firewall rule).",
+    )
+    ollama_models_dir: str = Field(
+        default="/usr/share/ollama/.ollama/models", description="OLLAMA_MODELS."
+    )
+    ollama_keep_alive: str = Field(default="5m", description="OLLAMA_KEEP_ALIVE.")
+    ollama_num_parallel: int | None = Field(default=None, ge=1)
+    ollama_max_loaded_models: int | None = Field(default=None, ge=0)
+    ollama_flash_attention: bool | None = None
+    ollama_kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    ollama_remove_models: bool = Field(
+        default=False, description="With ollama_state: absent, also delete the models."
+    )
+
+    # --- course models (pulled in the next round) --------------------------------------
+    models: list[str] = Field(
+        default_factory=lambda: list(COURSE_MODELS),
+        description="Ollama model names every host gets.",
+    )
+    models_distribution: Literal["direct", "seeded"] = Field(
+        default="direct",
+        description="direct: each host pulls; seeded: fetched once for the room, then copied.",
+    )
+    models_registry: str = Field(default=OLLAMA_REGISTRY, description="Ollama model registry.")
+
+    # --- vLLM (optional) ----------------------------------------------------------------
+    vllm_enabled: bool = False
+    vllm_version: str | None = None
+    vllm_venv: str = "/opt/vllm"
+    vllm_model: str | None = None
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = Field(default=8000, gt=0, lt=65536)
+    vllm_api_key: SecretStr | None = Field(
+        default=None, description="Required when vllm_host is beyond loopback."
+    )
+    vllm_pip_index_url: str | None = None
+    vllm_hf_endpoint: str | None = None
+
+    # --- reboots ------------------------------------------------------------------------
+    reboot_allowed: bool = Field(
+        default=False,
+        description="Reboot a host when its driver changed or it says a reboot is required.",
+    )
+    reboot_batch: int = Field(default=5, ge=1, description="Hosts rebooted at a time.")
+
+    @field_validator(
+        "apt_proxy", "https_proxy", "nvidia_repo_base", "ollama_download_base",
+        "models_registry", "vllm_pip_index_url", "vllm_hf_endpoint",
+    )
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("driver_branch")
+    @classmethod
+    def _branch(cls, value: int | None) -> int | None:
+        if value is not None:
+            try:
+                branch(value)
+            except GpuRuleError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("cuda_toolkit")
+    @classmethod
+    def _toolkit(cls, value: str) -> str:
+        if value not in ("auto", "none"):
+            if not re.fullmatch(r"\d+\.\d+(\.\d+)?", value):
+                raise ValueError(f"{value!r}: use auto, none, X.Y or X.Y.Z (e.g. 12.6.2)")
+            try:
+                find_release(value)
+            except CompatError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("ollama_version", "vllm_version")
+    @classmethod
+    def _release(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+\.\d+\.\d+(-rc\d+)?", value):
+            raise ValueError(f"{value!r} is not a release number like 0.34.2")
+        return value
+
+    @field_validator("ollama_sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lower-case hex digits")
+        return value
+
+    @field_validator("ollama_allowed_clients")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a CIDR such as 10.0.0.0/24") from None
+        return values
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_host_port(value, 11434)
+        return value
+
+    @field_validator("ollama_models_dir", "vllm_venv")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path")
+        return value.rstrip("/") or "/"
+
+    @field_validator("ollama_keep_alive")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value):
+            raise ValueError(f"{value!r} is not a duration such as 5m, 1h30m, 300 or -1")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                parse_model_name(value)
+            except ModelNameError as error:
+                raise ValueError(str(error)) from None
+        return values
+
+    @property
+    def ollama_exposed(self) -> bool:
+        """Whether Ollama listens beyond loopback."""
+        return not _is_loopback(split_host_port(self.ollama_host, 11434)[0])
+
+
+KNOWN_KEYS = frozenset(Settings.model_fields)
+
+
+@dataclass(frozen=True)
+class SettingsProblem:
+    """One thing wrong in one host's data, said as ``host: field: message``."""
+
+    host: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.field}: {self.message}"
+
+
+class SettingsError(ValueError):
+    """Problems in the inventory's data; nothing has been changed on any host."""
+
+    def __init__(self, problems: list[SettingsProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+def gpulab_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a host's data that gpulab owns."""
+    return {
+        key: value
+        for key, value in data.items()
+        if key.startswith(GPULAB_PREFIXES)
+    }
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    text = str(error["msg"])
+    return text.removeprefix("Value error, ")
+
+
+def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
+    """A host's ``Settings``, or a ``SettingsError`` naming every problem."""
+    ours = gpulab_keys(data)
+    problems = [
+        SettingsProblem(host, key, _unknown_key_message(key))
+        for key in ours
+        if key not in KNOWN_KEYS
+    ]
+    known = {key: value for key, value in ours.items() if key in KNOWN_KEYS}
+    try:
+        settings = Settings.model_validate(known)
+    except ValidationError as error:
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"]) or "data"
+            problems.append(SettingsProblem(host, field, _message(item)))
+        raise SettingsError(problems) from None
+    problems.extend(
+        SettingsProblem(host, field, message) for field, message in _cross_field_problems(settings)
+    )
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Rules that tie keys together, each named by the key the user should change."""
+    problems = []
+    if settings.ollama_exposed and not settings.ollama_allowed_clients:
+        problems.append((
+            "ollama_allowed_clients",
+            f"ollama_host {settings.ollama_host} listens beyond loopback: list the CIDRs "
+            "that may reach it (e.g. ['10.0.0.0/24'])",
+        ))
+    if settings.vllm_enabled:
+        if not _is_loopback(settings.vllm_host) and settings.vllm_api_key is None:
+            problems.append((
+                "vllm_api_key",
+                f"vllm_host {settings.vllm_host} listens beyond loopback: set an API key",
+            ))
+        if not settings.vllm_model:
+            problems.append(("vllm_model", "vllm_enabled needs the model vLLM serves"))
+    return problems
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown gpulab key{hint}"
+
+
+def parse_inventory_settings(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Settings]:
+    """Every host's settings, or one ``SettingsError`` listing the problems of all hosts."""
+    settings: dict[str, Settings] = {}
+    problems: list[SettingsProblem] = []
+    for host, data in hosts:
+        try:
+            settings[host] = parse_settings(host, data)
+        except SettingsError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise SettingsError(problems)
+    return settings
