@@ -134,7 +134,9 @@ class Settings(BaseModel):
     )
 
     # --- Ollama -------------------------------------------------------------------------
-    ollama_state: Literal["present", "absent"] = "present"
+    ollama_state: Literal["present", "absent"] = Field(
+        default="present", description="absent removes Ollama (models kept by default)."
+    )
     ollama_version: str = Field(default="0.34.2", description="Pinned Ollama release.")
     ollama_sha256: str | None = Field(
         default=None,
@@ -159,10 +161,18 @@ class Settings(BaseModel):
         default="/usr/share/ollama/.ollama/models", description="OLLAMA_MODELS."
     )
     ollama_keep_alive: str = Field(default="5m", description="OLLAMA_KEEP_ALIVE.")
-    ollama_num_parallel: int | None = Field(default=None, ge=1)
-    ollama_max_loaded_models: int | None = Field(default=None, ge=0)
-    ollama_flash_attention: bool | None = None
-    ollama_kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    ollama_num_parallel: int | None = Field(
+        default=None, ge=1, description="OLLAMA_NUM_PARALLEL (unset: Ollama's default, 1)."
+    )
+    ollama_max_loaded_models: int | None = Field(
+        default=None, ge=0, description="OLLAMA_MAX_LOADED_MODELS (unset: 3 per GPU)."
+    )
+    ollama_flash_attention: bool | None = Field(
+        default=None, description="OLLAMA_FLASH_ATTENTION (unset: auto where the GPU can)."
+    )
+    ollama_kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = Field(
+        default=None, description="OLLAMA_KV_CACHE_TYPE (takes effect with flash attention)."
+    )
     ollama_remove_models: bool = Field(
         default=False, description="With ollama_state: absent, also delete the models."
     )
@@ -179,17 +189,23 @@ class Settings(BaseModel):
     models_registry: str = Field(default=OLLAMA_REGISTRY, description="Ollama model registry.")
 
     # --- vLLM (optional) ----------------------------------------------------------------
-    vllm_enabled: bool = False
-    vllm_version: str | None = None
-    vllm_venv: str = "/opt/vllm"
-    vllm_model: str | None = None
-    vllm_host: str = "127.0.0.1"
-    vllm_port: int = Field(default=8000, gt=0, lt=65536)
+    vllm_enabled: bool = Field(default=False, description="Install vLLM as a service too.")
+    vllm_version: str | None = Field(default=None, description="Pinned vLLM release.")
+    vllm_venv: str = Field(default="/opt/vllm", description="vLLM's own virtualenv.")
+    vllm_model: str | None = Field(default=None, description="The model vLLM serves.")
+    vllm_host: str = Field(
+        default="127.0.0.1", description="Listen address; beyond loopback needs vllm_api_key."
+    )
+    vllm_port: int = Field(default=8000, gt=0, lt=65536, description="Listen port.")
     vllm_api_key: SecretStr | None = Field(
         default=None, description="Required when vllm_host is beyond loopback."
     )
-    vllm_pip_index_url: str | None = None
-    vllm_hf_endpoint: str | None = None
+    vllm_pip_index_url: str | None = Field(
+        default=None, description="A PyPI mirror for vLLM's virtualenv."
+    )
+    vllm_hf_endpoint: str | None = Field(
+        default=None, description="HF_ENDPOINT: a Hugging Face mirror for vLLM's model."
+    )
 
     # --- reboots ------------------------------------------------------------------------
     reboot_allowed: bool = Field(

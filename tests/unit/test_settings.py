@@ -137,3 +137,13 @@ def test_valid_inventory() -> None:
 )
 def test_split_host_port(listen: str, expected: tuple[str, int]) -> None:
     assert split_host_port(listen, 11434) == expected
+
+
+def test_readme_documents_every_key() -> None:
+    from pathlib import Path
+
+    from gpulab.settings import Settings
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [key for key in Settings.model_fields if f"| `{key}` |" not in readme]
+    assert not missing, f"README's inventory data table lacks {missing}"
