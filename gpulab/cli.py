@@ -116,8 +116,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 1
+    failed: list[str] = []
     if args.facts:
-        facts, failed = _read_facts_files(args.facts), []
+        facts = _read_facts_files(args.facts)
     else:
         facts, failed = _gather_live(args.inventory, args.limit)
     plans: list[HostPlan] = []

@@ -28,7 +28,10 @@ from gpulab.compat.cuda import CompatError, find_release
 from gpulab.compat.gpus import GpuRuleError, branch
 from gpulab.models.names import ModelNameError, parse_model_name
 
-GPULAB_PREFIXES = ("apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_")
+GPULAB_PREFIXES = (
+    "apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_",
+    "https_proxy", "no_proxy",
+)
 
 OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
 NVIDIA_REPO_BASE = "https://developer.download.nvidia.com/compute/cuda/repos"
