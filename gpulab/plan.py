@@ -28,7 +28,13 @@ from gpulab.compat.gpus import (
     family_of_pci,
     newest_branch_for,
 )
-from gpulab.compat.tables import DEBIAN_DISTRO_BRANCH, DEFAULT_BRANCH, Family
+from gpulab.compat.tables import (
+    CUDA_REPO_FIRST_OPEN_BRANCH,
+    CUDA_REPO_LAST_SUFFIXED_BRANCH,
+    DEBIAN_DISTRO_BRANCH,
+    DEFAULT_BRANCH,
+    Family,
+)
 from gpulab.compat.versions import branch_of
 from gpulab.hostfacts import HostFacts
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
@@ -136,6 +142,7 @@ class HostPlan(_Plan):
     driver: DriverPlan
     repo: RepoPlan | None
     debian_components: tuple[str, ...] = ()
+    debian_codename: str = ""  # the suite whose components are edited (bookworm)
     toolkit: ToolkitPlan
     ollama: OllamaPlan
     models: tuple[ModelFit, ...]
@@ -244,7 +251,7 @@ def plan_driver(host: str, facts: HostFacts, settings: Settings) -> DriverPlan:
             + ("; or use Ubuntu's prebuilt signed modules (driver_dkms: false)"
                if source == "ubuntu" else ""),
         )
-    pre, packages, held = _driver_packages(facts, settings, source, number, flavour)
+    pre, packages, held = _driver_packages(host, facts, settings, source, number, flavour)
     return DriverPlan(
         source=source, branch=number, flavour=flavour, dkms=dkms, pre_packages=pre,
         packages=packages, held=held, changes=changes, reason=why,
@@ -299,7 +306,12 @@ def _driver_flavour(
 
 
 def _driver_packages(
-    facts: HostFacts, settings: Settings, source: DriverSource, number: int, flavour: Flavour
+    host: str,
+    facts: HostFacts,
+    settings: Settings,
+    source: DriverSource,
+    number: int,
+    flavour: Flavour,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(installed first, the driver, the packages held)."""
     open_suffix = "-open" if flavour == "open" else ""
@@ -317,13 +329,20 @@ def _driver_packages(
     if source == "debian":
         if flavour == "open":
             raise PlanError(
-                facts.hostname, "driver_flavour",
+                host, "driver_flavour",
                 "Debian 12's own packages give the proprietary modules; for open modules set "
                 "driver_source: cuda-repo",
             )
         return (headers,), ("nvidia-driver",), ("nvidia-driver", "nvidia-kernel-dkms")
     meta = "nvidia-open" if flavour == "open" else "cuda-drivers"
-    if branch(number).cuda_repo_suffixed:
+    if flavour == "open" and number < CUDA_REPO_FIRST_OPEN_BRANCH:
+        raise PlanError(
+            host, "driver_flavour",
+            f"NVIDIA's repository has no nvidia-open-{number}; open modules there start at "
+            f"branch {CUDA_REPO_FIRST_OPEN_BRANCH}: choose a newer driver_branch, or "
+            "driver_flavour: proprietary",
+        )
+    if number <= CUDA_REPO_LAST_SUFFIXED_BRANCH:
         package = f"{meta}-{number}"
         return (headers,), (package,), (package,)
     pinning = f"nvidia-driver-pinning-{number}"
@@ -438,7 +457,7 @@ def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Reb
     needed = (driver.source is not None and driver.changes) or facts.reboot_required
     if not needed:
         return RebootPlan(may_be_needed=False, allowed=settings.reboot_allowed,
-                          reason="driver already loaded and no reboot required")
+                          reason="no driver change and no reboot required")
     why = "the driver changes" if driver.changes and driver.source else "the host requires one"
     if settings.reboot_allowed:
         return RebootPlan(may_be_needed=True, allowed=True, reason=f"{why}: rebooted by gpulab")
@@ -461,7 +480,8 @@ def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
         components = DEBIAN_COMPONENTS if driver.source == "debian" else ("main", "contrib")
     return HostPlan(
         host=host, platform=platform_of(facts), gpus=_gpu_labels(facts), driver=driver,
-        repo=repo, debian_components=components, toolkit=toolkit,
+        repo=repo, debian_components=components,
+        debian_codename=facts.os.codename if components else "", toolkit=toolkit,
         ollama=plan_ollama(facts, settings, driver), models=plan_models(facts, settings),
         reboot=plan_reboot(facts, settings, driver),
     )

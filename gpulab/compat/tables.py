@@ -137,21 +137,26 @@ class Branch(NamedTuple):
 
     number: int
     first_release: str
-    cuda_repo_suffixed: bool  # NVIDIA's repo: cuda-drivers-NNN/nvidia-open-NNN exist up to 580
 
 
 BRANCHES: tuple[Branch, ...] = (
-    Branch(535, "535.54.03", False),
-    Branch(550, "550.54.14", False),
-    Branch(560, "560.28.03", True),
-    Branch(565, "565.57.01", True),
-    Branch(570, "570.26", True),
-    Branch(575, "575.51.03", True),
-    Branch(580, "580.65.06", True),
-    Branch(590, "590.44.01", False),
-    Branch(595, "595.45.04", False),
-    Branch(610, "610.43.02", False),
+    Branch(535, "535.54.03"),
+    Branch(550, "550.54.14"),
+    Branch(560, "560.28.03"),
+    Branch(565, "565.57.01"),
+    Branch(570, "570.26"),
+    Branch(575, "575.51.03"),
+    Branch(580, "580.65.06"),
+    Branch(590, "590.44.01"),
+    Branch(595, "595.45.04"),
+    Branch(610, "610.43.02"),
 )
+
+# NVIDIA's CUDA repository names its driver metas by branch up to R580 (cuda-drivers-NNN
+# from the oldest branch, nvidia-open-NNN from R560); from R590 the names are unsuffixed and
+# nvidia-driver-pinning-NNN, installed first, holds the branch.
+CUDA_REPO_LAST_SUFFIXED_BRANCH = 580
+CUDA_REPO_FIRST_OPEN_BRANCH = 560
 
 # The branch installed when the data names none: R580 is an LTSB (until June 2028), drives
 # every family from Maxwell to Blackwell and runs CUDA 13.0.

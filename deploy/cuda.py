@@ -1,0 +1,10 @@
+"""The CUDA toolkit alone (after the apt base): NVIDIA's repository, pinned toolkit, PATH.
+
+    pyinfra inventories/lab.py deploy/cuda.py
+"""
+
+from gpulab.deploys.apt_base import apt_base
+from gpulab.deploys.cuda import cuda_toolkit
+
+apt_base()
+cuda_toolkit()

@@ -1,0 +1,168 @@
+"""The NVIDIA driver the plan chose, held against drift.
+
+Sources (``plan.driver.source``): Ubuntu's archive (Canonical's prebuilt signed
+``linux-modules-nvidia-*`` unless DKMS is asked for), NVIDIA's CUDA repository (keyring,
+``cuda-drivers-NNN``/``nvidia-open-NNN``, or from 590 ``nvidia-driver-pinning-NNN`` first and
+then the unsuffixed names), Debian 12 non-free ``nvidia-driver`` (components added to the
+host's own sources), or none (WSL2, no GPU, disabled: the run says why).
+
+    pyinfra inventories/lab.py deploy/nvidia.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from pyinfra.api.deploy import deploy
+from pyinfra.api.facts import FactBase
+from pyinfra.api.operation import OperationMeta, operation
+from pyinfra.context import host
+from pyinfra.facts.apt import noninteractive_apt
+from pyinfra.operations import apt, files
+
+from gpulab.apt import HeldPackages
+from gpulab.deploys.apt import held
+from gpulab.deploys.context import host_plan, host_settings, template
+from gpulab.deploys.cuda import debian_sources, missing_packages, nvidia_repo, say
+from gpulab.nvidia import DRIVER_BLACKLIST_PATTERNS, blacklist_patterns
+
+BLACKLIST_CONF = "/etc/apt/apt.conf.d/51gpulab-nvidia-blacklist"
+BRANCH_PIN = "/etc/apt/preferences.d/gpulab-nvidia-driver-branch"
+# Where reboot_if_needed() finds the operations whose change means "the driver changed".
+DRIVER_OPS_ATTR = "_gpulab_driver_ops"
+
+
+def driver_ops(target: object) -> list[OperationMeta]:
+    """The operations of this run that installed or upgraded the driver on ``target``."""
+    ops: list[OperationMeta] = getattr(target, DRIVER_OPS_ATTR, [])
+    return ops
+
+
+class UpgradablePackages(FactBase[list[str]]):
+    """Packages with a newer candidate (``apt list --upgradable``), held ones included.
+
+    .. code:: python
+
+        ["cuda-drivers-580", "nvidia-driver"]
+    """
+
+    def command(self) -> str:
+        return "apt list --upgradable 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted({line.split("/", 1)[0] for line in output if "/" in line})
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+
+@operation()
+def upgrade_within_branch(packages: tuple[str, ...] | list[str]) -> Generator[str]:
+    """Lift the holds, upgrade ``packages`` to their newest candidate, hold them again.
+
+    The names are branch names (``nvidia-driver-580-open``, ``cuda-drivers-580``), or 590+
+    names kept in the branch by ``nvidia-driver-pinning-NNN``, so "newest" stays in the branch.
+
+    .. code:: python
+
+        upgrade_within_branch(packages=["cuda-drivers-580"])
+    """
+    found: list[str] = host.get_fact(UpgradablePackages)
+    upgradable = set(found)
+    if not upgradable.intersection(packages):
+        host.noop(f"{', '.join(packages)}: no newer release in the branch")
+        return
+    names = " ".join(packages)
+    yield f"apt-mark unhold {names}"
+    yield f"{noninteractive_apt('install --only-upgrade')} {names}"
+    yield f"apt-mark hold {names}"
+
+
+@operation()
+def release_other_holds(keep: tuple[str, ...] | list[str]) -> Generator[str]:
+    """Unhold NVIDIA driver packages held for another branch, so apt may replace them.
+
+    A host moving from branch 535 to 580 still has the 535 names on hold; apt refuses to
+    remove held packages, so the new branch could not install.
+
+    .. code:: python
+
+        release_other_holds(keep=["nvidia-driver-580-open"])
+    """
+    prefixes = tuple(p for p in DRIVER_BLACKLIST_PATTERNS)
+    stale = [
+        name for name in host.get_fact(HeldPackages)
+        if name.startswith(prefixes) and name not in keep
+    ]
+    if not stale:
+        host.noop("no other NVIDIA packages on hold")
+        return
+    yield f"apt-mark unhold {' '.join(stale)}"
+
+
+@deploy("NVIDIA driver")
+def nvidia_driver() -> None:
+    """Install and hold the driver ``plan.driver`` names, or say why there is none.
+
+    Example: Ubuntu 22.04 with an RTX 3070 installs ``linux-modules-nvidia-580-open-generic``
+    and ``nvidia-driver-580-open``, holds both and writes the unattended-upgrades blacklist.
+    """
+    plan = host_plan(host)
+    settings = host_settings(host)
+    driver = plan.driver
+    setattr(host, DRIVER_OPS_ATTR, [])
+    if driver.source is None:
+        say(name=f"NVIDIA driver: none ({driver.reason})", message=driver.reason)
+        return
+    wanted = [*driver.pre_packages, *driver.packages]
+    missing = missing_packages(wanted)
+    sources: list[OperationMeta] = []
+    if driver.source == "cuda-repo":
+        sources = nvidia_repo(wanted)
+    else:
+        components = debian_sources()
+        if components is not None:
+            sources.append(components)
+            apt.update(
+                name="apt lists for the added components",
+                _if=lambda: bool(missing) or any(op.did_change() for op in sources),
+            )
+    release_other_holds(name="release holds of other driver branches", keep=driver.held)
+    if driver.source == "cuda-repo" and not any(
+        name.startswith("nvidia-driver-pinning-") for name in driver.pre_packages
+    ):
+        # cuda-drivers-580 depends on the unsuffixed nvidia-driver (= 580.x) while the
+        # repository's newest nvidia-driver is another branch; apt does not backtrack, so
+        # without this pin the install fails (seen on the fleet against the stand-in).
+        files.template(
+            name=f"apt pin: NVIDIA driver packages stay in branch {driver.branch}",
+            src=template("nvidia/driver-branch.pref.j2"), dest=BRANCH_PIN, mode="644",
+            branch=driver.branch,
+        )
+    else:
+        files.file(name="no gpulab driver branch pin (not needed here)", path=BRANCH_PIN,
+                   present=False)
+    if driver.pre_packages:
+        # Headers before the driver (its DKMS build needs them), the 590+ pinning package
+        # before the unsuffixed names (so apt resolves them inside the branch).
+        apt.packages(
+            name=f"before the driver: {' '.join(driver.pre_packages)}",
+            packages=list(driver.pre_packages),
+        )
+    installed = apt.packages(
+        name=f"NVIDIA driver: {' '.join(driver.packages)} ({driver.reason})",
+        packages=list(driver.packages),
+    )
+    ops = [installed]
+    if settings.driver_upgrade:
+        ops.append(upgrade_within_branch(
+            name=f"driver_upgrade: newest {driver.branch} release", packages=driver.held,
+        ))
+    setattr(host, DRIVER_OPS_ATTR, ops)
+    held(name=f"hold {' '.join(driver.held)}", packages=list(driver.held))
+    files.template(
+        name=f"unattended-upgrades leaves the driver alone ({BLACKLIST_CONF})",
+        src=template("nvidia/51gpulab-nvidia-blacklist.j2"), dest=BLACKLIST_CONF, mode="644",
+        patterns=blacklist_patterns(driver.held), branch=driver.branch, source=driver.source,
+    )

@@ -1,0 +1,280 @@
+"""The real driver, reboot and CUDA deploys against recorded machines: exact packages, pins.
+
+Each test runs ``nvidia_driver()``, ``reboot_if_needed()`` and ``cuda_toolkit()`` for one
+``@fake`` host whose gpulab facts are a recorded ``gpulab facts`` file, and reads back every
+command pyinfra would run and every file it would upload. Bad data must stop the deploy
+before its first operation, with the host and the data key named.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pyinfra.context import ctx_state
+
+from gpulab.deploys.context import GpulabDataError
+from gpulab.deploys.cuda import cuda_toolkit
+from gpulab.deploys.nvidia import nvidia_driver
+from gpulab.deploys.reboot import reboot_if_needed
+from tests.plan.harness import PlannedHost, plan_deploy
+
+pytestmark = pytest.mark.plan
+
+REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
+INSTALL = (
+    'DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
+    '-o Dpkg::Options::="--force-confold" install '
+)
+TOOLKIT_INSTALL = (
+    "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
+    "-o Dpkg::Options::=--force-confold install --allow-downgrades "
+)
+FORBIDDEN_CUDA = re.compile(r"\s(cuda|cuda-\d+-\d+|cuda-drivers(-\d+)?|cuda-runtime-\S+)(\s|$)")
+DRIVER_WORDS = ("nvidia-driver", "nvidia-open", "cuda-drivers", "nvidia-dkms", "linux-modules")
+
+
+def stack() -> None:
+    """What deploy/gpu_host.py runs for the GPU part, in its order."""
+    nvidia_driver()
+    reboot_if_needed()
+    cuda_toolkit()
+
+
+def run(facts: str, **data: object) -> PlannedHost:
+    return plan_deploy(stack, facts, data)
+
+
+def installs(planned: PlannedHost) -> list[str]:
+    """Every ``apt-get install`` command line, in order."""
+    return [
+        c for op in planned.ops for c in op.commands
+        if c.startswith("DEBIAN_FRONTEND=") and " install " in c and not c.endswith(" -f")
+    ]
+
+
+def toolkit_ops(planned: PlannedHost, version: str, package: str, distro: str) -> None:
+    """The toolkit part every GPU host gets: pin, keyring, source, install, PATH, alternative."""
+    series = version.rsplit(".", 1)[0]
+    pin = planned.op(f"apt pin: {package}").text
+    assert f"upload /etc/apt/preferences.d/gpulab-{package}\n" in pin
+    assert f"Package: {package}\nPin: version {version}-*\nPin-Priority: 1001\n" in pin
+    keyring = planned.op("cuda-keyring from").text
+    assert f"{REPO}/{distro}/x86_64/cuda-keyring_1.1-1_all.deb" in keyring
+    assert "/var/cache/gpulab/cuda-keyring_1.1-1_all.deb" in keyring
+    assert "dpkg --force-confdef --force-confold -i /var/cache/gpulab/cuda-keyring_1.1-1_all.deb" \
+        in planned.op("cuda-keyring (NVIDIA's signing key)").text
+    source = planned.op("NVIDIA CUDA repository").text
+    assert (f"upload /etc/apt/sources.list.d/cuda-{distro}-x86_64.list\n"
+            f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] "
+            f"{REPO}/{distro}/x86_64/ /\n") in source
+    assert planned.op(f"CUDA {version}: {package}").commands == (TOOLKIT_INSTALL + package,)
+    profile = planned.op("PATH: /usr/local/cuda/bin").text
+    assert "upload /etc/profile.d/gpulab-cuda.sh" in profile
+    assert 'export PATH="/usr/local/cuda/bin${PATH:+:${PATH}}"' in profile
+    assert planned.op(f"/usr/local/cuda is CUDA {version}").commands == (
+        f"update-alternatives --set cuda /usr/local/cuda-{series}",
+    )
+    # Never a package that brings a driver along with the toolkit.
+    for line in installs(planned):
+        assert not FORBIDDEN_CUDA.search(line), line
+
+
+def held_and_blacklisted(planned: PlannedHost, packages: list[str]) -> None:
+    assert planned.op("hold ").commands == (f"apt-mark hold {' '.join(packages)}",)
+    blacklist = planned.op("unattended-upgrades leaves the driver alone").text
+    assert "upload /etc/apt/apt.conf.d/51gpulab-nvidia-blacklist" in blacklist
+    for name in packages:
+        assert f'    "^{name.replace(".", "[.]")}$";' in blacklist
+    assert '    "nvidia-";' in blacklist and '    "libnvidia-";' in blacklist
+
+
+def test_ubuntu2204_rtx3070_gets_prebuilt_signed_open_580_and_cuda_13_0() -> None:
+    planned = run("ubuntu2204-rtx3070.json")
+    driver = ["linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open"]
+    # Secure Boot is on: Canonical's signed prebuilt modules, no DKMS, no headers.
+    assert installs(planned)[0] == INSTALL + " ".join(driver)
+    assert "linux-headers" not in planned.text and "nvidia-dkms" not in planned.text
+    held_and_blacklisted(planned, driver)
+    # The driver comes from Ubuntu's archive: the NVIDIA repository only for the toolkit.
+    assert planned.names().index("NVIDIA driver | hold linux-modules-nvidia-580-open-generic "
+                                 "nvidia-driver-580-open") < planned.names().index(
+        next(n for n in planned.names() if "cuda-keyring from" in n))
+    toolkit_ops(planned, "13.0.0", "cuda-toolkit-13-0", "ubuntu2204")
+    assert installs(planned)[-1] == TOOLKIT_INSTALL + "cuda-toolkit-13-0"
+
+
+def test_ubuntu2204_dkms_under_secure_boot_stops_before_any_change() -> None:
+    with pytest.raises(GpulabDataError) as error:
+        run("ubuntu2204-rtx3070.json", driver_dkms=True)
+    assert "@fake/ubuntu2204-rtx3070: driver_secure_boot_proceed:" in str(error.value)
+    assert "mokutil --import" in str(error.value)
+    assert ctx_state.get().get_op_order() == []
+
+
+def test_ubuntu2204_dkms_with_proceed_installs_headers_first() -> None:
+    planned = run("ubuntu2204-rtx3070.json", driver_dkms=True, driver_secure_boot_proceed=True)
+    assert installs(planned)[:2] == [
+        INSTALL + "linux-headers-5.15.0-161-generic",
+        INSTALL + "nvidia-dkms-580-open nvidia-driver-580-open",
+    ]
+
+
+def test_ubuntu2404_rtx5090_gets_open_modules() -> None:
+    planned = run("ubuntu2404-rtx5090.json")
+    driver = ["linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open"]
+    assert installs(planned)[0] == INSTALL + " ".join(driver)
+    assert "Blackwell GPU: branch 580 open from ubuntu" in planned.op("NVIDIA driver: ").name
+    held_and_blacklisted(planned, driver)
+    toolkit_ops(planned, "13.0.0", "cuda-toolkit-13-0", "ubuntu2404")
+
+
+def test_ubuntu2404_rtx5090_from_nvidia_repo_590_pins_the_branch_first() -> None:
+    planned = run("ubuntu2404-rtx5090.json", driver_source="cuda-repo", driver_branch=590)
+    assert installs(planned)[:2] == [
+        INSTALL + "linux-headers-6.8.0-90-generic nvidia-driver-pinning-590",
+        INSTALL + "nvidia-open",
+    ]
+    held_and_blacklisted(planned, ["nvidia-driver-pinning-590", "nvidia-open"])
+    # NVIDIA's pinning package keeps the branch; gpulab's own pin is not written.
+    assert "Pin: version 590" not in planned.text
+    # The repository is set up (once for the driver) before the driver install.
+    names = planned.names()
+    keyring = next(i for i, n in enumerate(names) if "cuda-keyring from" in n)
+    assert keyring < next(i for i, n in enumerate(names) if "before the driver" in n)
+    assert planned.op("apt lists for NVIDIA's repository").commands == ("apt-get update",)
+
+
+def test_ubuntu2404_rtx5090_from_nvidia_repo_580_uses_the_branch_meta_package() -> None:
+    planned = run("ubuntu2404-rtx5090.json", driver_source="cuda-repo")
+    assert installs(planned)[:2] == [
+        INSTALL + "linux-headers-6.8.0-90-generic",
+        INSTALL + "nvidia-open-580",
+    ]
+    assert not any("nvidia-driver-pinning" in line for line in installs(planned))
+    # The repository's unsuffixed nvidia-driver spans branches: gpulab pins it to 580.
+    pin = planned.op("apt pin: NVIDIA driver packages stay in branch 580").text
+    assert "upload /etc/apt/preferences.d/gpulab-nvidia-driver-branch" in pin
+    assert ("Package: nvidia-* libnvidia-* xserver-xorg-video-nvidia* cuda-drivers "
+            "cuda-drivers-*\nPin: version 580.*\nPin-Priority: 1000\n") in pin
+
+
+def test_wsl2_gets_only_the_toolkit_from_wsl_ubuntu() -> None:
+    planned = run("wsl2-566.json")
+    assert planned.op("NVIDIA driver: none").commands == ()
+    assert "WSL2: the Windows driver provides the GPU" in planned.op("NVIDIA driver: none").name
+    for line in installs(planned):
+        assert not any(word in line for word in DRIVER_WORDS), line
+    assert installs(planned) == [TOOLKIT_INSTALL + "cuda-toolkit-12-6"]
+    # Windows driver 566.36 runs 12.6.3 (Table 3, Windows column: >= 561.17).
+    toolkit_ops(planned, "12.6.3", "cuda-toolkit-12-6", "wsl-ubuntu")
+    refuse = planned.op("WSL2: apt refuses Linux driver packages").text
+    assert "Pin-Priority: -1" in refuse
+    assert "cuda|cuda-[0-9]+-[0-9]+|cuda-drivers" in refuse
+    reboot = planned.op("reboot: never on WSL2")
+    assert reboot.commands == ()
+    assert "reboot" not in " ".join(c for op in planned.ops for c in op.commands)
+
+
+def test_wsl2_with_a_driver_requested_stops_before_any_change() -> None:
+    with pytest.raises(GpulabDataError) as error:
+        run("wsl2-566.json", driver_source="ubuntu")
+    assert "@fake/wsl2-566: driver_source: WSL2 uses the Windows driver" in str(error.value)
+    assert ctx_state.get().get_op_order() == []
+
+
+DEBIAN_SOURCES = {
+    "/etc/apt/sources.list": (
+        "==> /etc/apt/sources.list\n"
+        "deb http://mirror.example/debian bookworm main\n"
+        "deb http://mirror.example/debian bookworm-updates main\n"
+        "deb http://security.example/debian-security bookworm-security main\n"
+    ),
+}
+
+
+def test_debian12_gtx1650_gets_non_free_nvidia_driver() -> None:
+    planned = plan_deploy(stack, "debian12-gtx1650.json", {},
+                          fake_responses={"for f in /etc/apt/sources.list": DEBIAN_SOURCES[
+                              "/etc/apt/sources.list"].splitlines()})
+    sources = planned.op("Debian sources: main contrib non-free non-free-firmware").text
+    assert (
+        "upload /etc/apt/sources.list\n"
+        "deb http://mirror.example/debian bookworm main contrib non-free non-free-firmware\n"
+        "deb http://mirror.example/debian bookworm-updates main contrib non-free "
+        "non-free-firmware\n"
+        "deb http://security.example/debian-security bookworm-security main contrib non-free "
+        "non-free-firmware\n"
+    ) in sources
+    assert planned.op("apt lists for the added components").commands == ("apt-get update",)
+    assert installs(planned)[:2] == [INSTALL + "linux-headers-amd64", INSTALL + "nvidia-driver"]
+    held_and_blacklisted(planned, ["nvidia-driver", "nvidia-kernel-dkms"])
+    # Debian's 535 driver runs CUDA 12.2 natively: NVIDIA's debian12 repository for it.
+    toolkit_ops(planned, "12.2.0", "cuda-toolkit-12-2", "debian12")
+
+
+def test_ubuntu2404_pascal_is_capped_at_580_proprietary() -> None:
+    planned = run("ubuntu2404-pascal.json")
+    driver = ["linux-modules-nvidia-580-generic", "nvidia-driver-580"]
+    assert installs(planned)[0] == INSTALL + " ".join(driver)
+    assert "-open" not in installs(planned)[0]
+    held_and_blacklisted(planned, driver)
+    # CUDA 13 dropped Pascal: the newest 12.x that branch 580 runs.
+    toolkit_ops(planned, "12.9.1", "cuda-toolkit-12-9", "ubuntu2404")
+    assert "13-0" not in planned.text
+
+
+def test_no_gpu_installs_nothing_and_says_why() -> None:
+    planned = run("debian12-nogpu.json")
+    assert installs(planned) == []
+    assert "no NVIDIA GPU found" in planned.op("NVIDIA driver: none").name
+    assert "CUDA toolkit: none" in planned.names()[-1]
+    assert all(op.commands == () for op in planned.ops)
+
+
+def test_reboot_allowed_reboots_after_the_driver_and_checks_it() -> None:
+    planned = run("ubuntu2404-rtx5090.json", reboot_allowed=True, reboot_batch=3)
+    reboot = planned.op("reboot for the driver").text
+    assert "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &" in reboot
+    assert "check_driver_loads" in reboot
+
+
+def test_driver_upgrade_lifts_the_hold_upgrades_and_holds_again() -> None:
+    planned = plan_deploy(stack, "ubuntu2404-rtx5090.json", {"driver_upgrade": True},
+                          fake_responses={"apt list --upgradable": [
+                              "nvidia-driver-580-open/noble-updates 580.173.02-0ubuntu0.24.04.1 "
+                              "amd64 [upgradable from: 580.95.05-0ubuntu0.24.04.2]"]})
+    names = "linux-modules-nvidia-580-open-generic nvidia-driver-580-open"
+    assert planned.op("driver_upgrade: newest 580 release").commands == (
+        f"apt-mark unhold {names}",
+        f"DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=\"--force-confdef\" "
+        f"-o Dpkg::Options::=\"--force-confold\" install --only-upgrade {names}",
+        f"apt-mark hold {names}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("facts", "data", "field", "words"),
+    [
+        ("ubuntu2204-rtx3070.json", {"driver_branch": 999}, "driver_branch",
+         "driver branch 999 is unknown"),
+        ("ubuntu2204-rtx3070.json", {"driver_branch": 535, "cuda_toolkit": "12.6"},
+         "cuda_toolkit", "CUDA 12.6.3 needs driver 560.35.05 or newer"),
+        ("ubuntu2404-pascal.json", {"driver_branch": 590}, "driver_branch",
+         "Pascal GPUs are supported up to branch 580"),
+        ("ubuntu2404-rtx5090.json", {"driver_branch": 550}, "driver_branch",
+         "Blackwell GPUs need branch 570 or newer"),
+        ("wsl2-566.json", {"driver_source": "cuda-repo"}, "driver_source",
+         "WSL2 uses the Windows driver"),
+    ],
+    ids=["unknown-branch", "toolkit-above-driver", "pascal-590", "blackwell-550", "wsl2-driver"],
+)
+def test_bad_input_stops_before_any_change(
+    facts: str, data: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(GpulabDataError) as error:
+        run(facts, **data)
+    host = "@fake/" + facts.removesuffix(".json")
+    assert f"{host}: {field}: " in str(error.value)
+    assert words in str(error.value)
+    assert ctx_state.get().get_op_order() == []

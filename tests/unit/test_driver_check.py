@@ -1,0 +1,130 @@
+"""After a reboot: the driver check's parsing and its distinct failure messages.
+
+Inputs are assembled from recorded outputs (``tests/data/recorded/``, the reference's
+``driver-version.md``) the way ``check_script()`` prints them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpulab.deploys.reboot import connector_refusal
+from gpulab.nvidia import blacklist_patterns, check_script, diagnose, parse_check
+
+pytestmark = pytest.mark.unit
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "recorded"
+KERNEL = "6.1.0-21-amd64"
+
+
+def recorded(name: str) -> str:
+    """A recorded output without its ``# recorded:`` provenance line."""
+    lines = (RECORDED / name).read_text().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("# recorded:"))
+
+
+def output(smi: str, smi_exit: int, sb: str = "SecureBoot disabled", lsmod: str = "",
+           dkms: str = "", headers: str = "present", journal: str = "") -> str:
+    return "\n".join([
+        "== smi", smi, f"exit={smi_exit}", "== sb", sb, "== lsmod", lsmod, "== dkms", dkms,
+        "== kernel", KERNEL, "== headers", headers, "== journal", journal,
+    ])
+
+
+NOT_LOADED = recorded("smi-driver-not-loaded.txt")
+DKMS_OK = f"nvidia-current/535.309.01, {KERNEL}, x86_64: installed"
+
+
+def test_working_driver_passes() -> None:
+    check = parse_check(output("NVIDIA GeForce GTX 1650, 535.309.01", 0,
+                               lsmod="nvidia 56823808 0", dkms=DKMS_OK))
+    assert check.smi_exit == 0 and check.smi_output == "NVIDIA GeForce GTX 1650, 535.309.01"
+    assert diagnose(check, dkms_expected=True) is None
+
+
+def test_secure_boot_rejecting_the_module() -> None:
+    journal = "kernel: Loading of unsigned module is rejected"
+    check = parse_check(output(NOT_LOADED, 9, sb=recorded("mokutil-enabled.txt"),
+                               dkms=DKMS_OK, journal=journal))
+    assert check.secure_boot
+    message = diagnose(check, dkms_expected=True)
+    assert message is not None and message.startswith("Secure Boot rejected the nvidia")
+    assert "mokutil --import /var/lib/dkms/mok.pub" in message
+
+
+def test_secure_boot_on_with_a_built_but_unloaded_module_without_journal() -> None:
+    check = parse_check(output(NOT_LOADED, 9, sb=recorded("mokutil-enabled.txt"), dkms=DKMS_OK))
+    assert (diagnose(check, dkms_expected=True) or "").startswith("Secure Boot rejected")
+
+
+def test_nouveau_still_loaded() -> None:
+    check = parse_check(output(NOT_LOADED, 9, lsmod="nouveau 2433024 1", dkms=DKMS_OK))
+    message = diagnose(check, dkms_expected=True)
+    assert message is not None and message.startswith("nouveau is still loaded")
+    assert "update-initramfs -u" in message
+
+
+def test_missing_headers() -> None:
+    check = parse_check(output(NOT_LOADED, 9, dkms="", headers="missing"))
+    message = diagnose(check, dkms_expected=True)
+    assert message is not None
+    assert message.startswith(f"no kernel headers for the running kernel {KERNEL}")
+    assert f"linux-headers-{KERNEL}" in message
+
+
+def test_dkms_build_failure_with_headers_present() -> None:
+    # dkms status after a failed build (reference: Debian 12.5, nvidia-current 535.161.08)
+    dkms = "nvidia-current/535.161.08: added"
+    check = parse_check(output(NOT_LOADED, 9, dkms=dkms))
+    message = diagnose(check, dkms_expected=True)
+    assert message is not None and message.startswith("the DKMS build of the nvidia module failed")
+    assert "make.log" in message and dkms in message
+
+
+def test_dkms_2x_status_format_counts_as_installed() -> None:
+    dkms = f"nvidia, 460.91.03, {KERNEL}, x86_64: installed"
+    check = parse_check(output(NOT_LOADED, 9, dkms=dkms))
+    message = diagnose(check, dkms_expected=True)
+    assert message == f"nvidia-smi exited 9 after the reboot: {NOT_LOADED}"
+
+
+def test_version_mismatch_is_reported_verbatim() -> None:
+    check = parse_check(output(recorded("smi-version-mismatch.txt"), 18, lsmod="nvidia 1 0"))
+    assert diagnose(check, dkms_expected=False) == (
+        "nvidia-smi exited 18 after the reboot: "
+        "Failed to initialize NVML: Driver/library version mismatch"
+    )
+
+
+def test_check_script_runs_under_sh_here_and_parses() -> None:
+    # Whatever this machine has, the script exits 0; without a driver it says so.
+    done = subprocess.run(["sh", "-c", check_script()], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0
+    check = parse_check(done.stdout)
+    assert check.kernel == subprocess.run(["uname", "-r"], capture_output=True, text=True,
+                                          check=True).stdout.strip()
+    if shutil.which("nvidia-smi") is None:
+        assert check.smi_exit == 127
+        assert (diagnose(check, dkms_expected=False) or "").startswith(
+            "nvidia-smi is not installed")
+
+
+def test_blacklist_patterns_need_no_backslashes() -> None:
+    assert blacklist_patterns(["libnvidia-gl-535", "foo.bar+1"])[:2] == [
+        "^libnvidia-gl-535$", "^foo[.]bar[+]1$",
+    ]
+
+
+def test_reboot_never_targets_local_or_chroot() -> None:
+    from pyinfra.connectors.chroot import ChrootConnector
+    from pyinfra.connectors.local import LocalConnector
+    from pyinfra.connectors.ssh import SSHConnector
+
+    assert connector_refusal(LocalConnector) == "@local is the machine pyinfra runs on"
+    assert connector_refusal(ChrootConnector) == "@chroot is a directory, not a machine"
+    assert connector_refusal(SSHConnector) is None
