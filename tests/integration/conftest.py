@@ -1,0 +1,171 @@
+"""The integration layer: real Debian 12 guests, real pyinfra and testinfra over SSH.
+
+Fixtures other test modules use:
+- ``fleet`` (session): 2 running guests ``lab-01``/``lab-02`` (1 vCPU, 1 GiB, TCG
+  ``tb-size=256`` where KVM is unusable) with ``fleet.inventory``, ``fleet.ssh_config``,
+  ``fleet.known_hosts``; guests reach this machine's 127.0.0.1 servers at ``10.0.2.2``.
+- ``pyinfra_runner`` (session): ``run(*deploys, data=None, limit=None, label=...)`` runs the
+  pyinfra CLI on the fleet's inventory and returns a ``PyinfraResult`` (rc, output, per-host
+  changes, failed hosts); its wall time lands in the summary table.
+- ``clean_guest`` (function): a factory ``clean_guest(name="lab-02", snapshot=None)`` that
+  gives a guest back its pristine overlay (or a snapshot taken with ``fleet.snapshot``) and
+  boots it again.
+- ``phase_timer``: ``with phase_timer("label"): ...`` adds a row to the summary table.
+
+Where the host cannot run guests (not root, QEMU or mmdebstrap/debootstrap missing), tests skip
+with the reason printed in the terminal summary; with ``CI`` set they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from gpulab.lab.fleet import Fleet
+from gpulab.lab.image import ImagePaths, ensure_image
+from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
+
+REPO = Path(__file__).resolve().parents[2]
+PHASES: list[tuple[str, float]] = []
+UNAVAILABLE: list[str] = []
+FLEET_HOSTS = 2
+
+
+def record_phase(label: str, seconds: float) -> None:
+    """Add a row to the wall-time table printed at the end of the session."""
+    PHASES.append((label, seconds))
+
+
+@contextmanager
+def _timed(label: str) -> Iterator[None]:
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        record_phase(label, time.monotonic() - t0)
+
+
+def missing_requirements() -> list[str]:
+    """Why guests cannot run here (empty when they can)."""
+    why = []
+    if os.geteuid() != 0:
+        why.append("not root (mmdebstrap --mode=root and chroot need it)")
+    for tool in ("qemu-system-x86_64", "qemu-img", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            why.append(f"{tool} not installed")
+    if shutil.which("mmdebstrap") is None and shutil.which("debootstrap") is None:
+        why.append("neither mmdebstrap nor debootstrap installed")
+    return why
+
+
+def require_guests() -> None:
+    """Skip loudly, or fail when ``CI`` is set, if this machine cannot boot guests."""
+    why = missing_requirements()
+    if not why:
+        return
+    msg = "integration guests unavailable: " + "; ".join(why)
+    if msg not in UNAVAILABLE:
+        UNAVAILABLE.append(msg)
+    if os.environ.get("CI"):
+        pytest.fail(msg + " (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def lab_image() -> ImagePaths:
+    """The cached Debian 12 image (built on first use, ~2 min)."""
+    require_guests()
+    t0 = time.monotonic()
+    image = ensure_image(log=lambda m: print(m, flush=True))
+    label = "image: cache hit" if image.cache_hit else "image: build"
+    record_phase(f"{label} (last build {image.build_seconds:.0f} s)", time.monotonic() - t0)
+    return image
+
+
+@pytest.fixture(scope="session")
+def fleet(lab_image: ImagePaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two booted guests for the whole session; always torn down, leftovers are an error."""
+    state = tmp_path_factory.mktemp("fleet")
+    f = Fleet(state, hosts=FLEET_HOSTS, vcpus=1, memory_mib=1024, tb_size_mib=256,
+              image=lab_image,
+              log=lambda m: print(m, flush=True))
+    with f:
+        with _timed(f"boot {FLEET_HOSTS} guests to SSH (parallel, {f.accel.name})"):
+            boot = f.up()
+        for name, secs in boot.items():
+            record_phase(f"  {name} boot-to-SSH", secs)
+        yield f
+        with _timed("fleet teardown"):
+            f.close()
+    left = f.leftovers()
+    assert not left, f"fleet teardown left things behind: {left}"
+
+
+Runner = Callable[..., PyinfraResult]
+
+
+@pytest.fixture(scope="session")
+def pyinfra_runner(fleet: Fleet) -> Runner:
+    """Run the pyinfra CLI against the fleet's inventory; each run is timed in the summary."""
+
+    def run(
+        *deploys: str | Path,
+        data: Mapping[str, object] | None = None,
+        limit: str | None = None,
+        label: str | None = None,
+        timeout: float = 1200,
+    ) -> PyinfraResult:
+        result = run_pyinfra(fleet.inventory, *deploys, data=data, limit=limit,
+                             timeout=timeout, cwd=REPO)
+        names = " + ".join(Path(str(d)).name for d in deploys)
+        record_phase(f"pyinfra {label or names} (rc {result.rc})", result.seconds)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def clean_guest(fleet: Fleet) -> Callable[..., str]:
+    """Factory: ``clean_guest(name, snapshot=None)`` → a freshly booted, clean guest.
+
+    Without ``snapshot`` the guest gets a fresh overlay (the pristine image, new machine-id on
+    boot); with one, the overlay saved by ``fleet.snapshot(name, label)`` is restored.
+    """
+
+    def make(name: str = "lab-02", snapshot: str | None = None) -> str:
+        with _timed(f"clean guest {name} ({snapshot or 'fresh overlay'})"):
+            fleet.stop(name)
+            if snapshot:
+                fleet.restore(name, snapshot)
+            else:
+                fleet.reset(name)
+            fleet.start(name)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def phase_timer() -> Callable[[str], AbstractContextManager[None]]:
+    """``with phase_timer("label"):`` adds a timed row to the session summary."""
+    return _timed
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print phase wall times (and why guests were unavailable) regardless of ``-s``."""
+    tr = terminalreporter
+    for msg in UNAVAILABLE:
+        tr.write_sep("!", "INTEGRATION TESTS DID NOT RUN", red=True, bold=True)
+        tr.write_line(msg, red=True, bold=True)
+    if not PHASES:
+        return
+    tr.write_sep("-", "integration phases (wall time)")
+    width = max(len(label) for label, _ in PHASES)
+    for label, secs in PHASES:
+        tr.write_line(f"{label:<{width}}  {secs:7.1f} s")

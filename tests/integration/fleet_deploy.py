@@ -1,0 +1,60 @@
+"""A tiny real deploy for the fleet tests: an apt package, a file and a service.
+
+It exercises what every real deploy needs (apt over the guest's network, files, systemd) and is
+idempotent, so a second run must report no change. Contents are inline (``StringIO``) so the
+deploy is one file.
+"""
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.operations import apt, files, server, systemd
+
+UNIT = """[Unit]
+Description=gpulab fleet test service
+
+[Service]
+ExecStart=/usr/bin/sleep infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+apt.packages(
+    name="Install tree",
+    packages=["tree"],
+    update=True,
+    cache_time=3600,  # without it, update=True would report a change on every run
+    no_recommends=True,
+)
+
+files.put(
+    name="Write the fleet marker",
+    src=StringIO("gpulab fleet\n"),
+    dest="/etc/gpulab-fleet-marker",
+    mode="644",
+)
+
+unit = files.put(
+    name="Install the fleet-hello unit",
+    src=StringIO(UNIT),
+    dest="/etc/systemd/system/fleet-hello.service",
+    mode="644",
+)
+
+systemd.service(
+    name="Enable and start fleet-hello",
+    service="fleet-hello.service",
+    running=True,
+    enabled=True,
+    daemon_reload=unit.will_change,
+)
+
+if host.data.get("fleet_slow"):
+    # The failure test stops one guest while this runs; the other must still finish.
+    server.shell(name="Slow step", commands=["sleep 25"])
+    files.put(
+        name="Mark the run finished",
+        src=StringIO("finished\n"),
+        dest="/root/fleet-run-finished",
+    )

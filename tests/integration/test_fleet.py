@@ -1,0 +1,171 @@
+"""The test fleet itself: real guests, real pyinfra over SSH, real testinfra.
+
+Order matters and is the file order: deploy, idempotent rerun, testinfra, a host failing
+mid-run (the guest is then given a clean overlay again), and a separate daemonized fleet driven
+through the ``gpulab lab`` CLI with snapshot/restore and a leftovers check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from gpulab.lab.fleet import Fleet
+from gpulab.lab.image import ImagePaths
+from gpulab.lab.pyinfra_run import PyinfraResult
+
+pytestmark = [
+    pytest.mark.integration,
+    # testinfra's paramiko backend warns about (and accepts) host keys; pyinfra and the fleet
+    # itself pin them to the image's keys
+    pytest.mark.filterwarnings("ignore:Unknown ssh-ed25519 host key:UserWarning"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+FLEET_DEPLOY = Path(__file__).with_name("fleet_deploy.py")
+Runner = Callable[..., PyinfraResult]
+Timer = Callable[[str], AbstractContextManager[None]]
+BASE_DEPLOY = REPO / "deploy" / "base.py"
+
+
+def deploys() -> list[Path]:
+    """The project's real base deploy (when present) followed by the fleet's own small one."""
+    return [p for p in (BASE_DEPLOY, FLEET_DEPLOY) if p.is_file()]
+
+
+def test_deploy_runs_on_all_guests_in_parallel(fleet: Fleet, pyinfra_runner: Runner) -> None:
+    result = pyinfra_runner(*deploys(), label="first deploy, 2 guests")
+    assert result.rc == 0, result.describe()
+    assert result.failed_hosts == [], result.describe()
+    assert result.changed_hosts == sorted(fleet.guests), result.describe()
+
+
+def test_second_run_changes_nothing(fleet: Fleet, pyinfra_runner: Runner) -> None:
+    result = pyinfra_runner(*deploys(), label="rerun (must be no-op), 2 guests")
+    assert result.rc == 0, result.describe()
+    assert set(result.hosts) == set(fleet.guests), result.describe()
+    assert result.changed_hosts == [], result.describe()
+    assert all(s.no_change > 0 for s in result.hosts.values()), result.describe()
+
+
+@pytest.mark.parametrize("name", ["lab-01", "lab-02"])
+def test_testinfra_sees_the_deployed_state(fleet: Fleet, name: str) -> None:
+    host = testinfra.get_host(f"paramiko://{name}", ssh_config=str(fleet.ssh_config))
+    assert host.check_output("hostname") == name
+    assert host.system_info.distribution == "debian"
+    assert host.system_info.codename == "bookworm"
+    assert host.package("tree").is_installed
+    marker = host.file("/etc/gpulab-fleet-marker")
+    assert marker.is_file and marker.content_string == "gpulab fleet\n"
+    assert marker.mode == 0o644
+    svc = host.service("fleet-hello")
+    assert svc.is_running and svc.is_enabled
+    # clones must differ where it matters
+    other = next(n for n in fleet.guests if n != name)
+    other_host = testinfra.get_host(f"paramiko://{other}", ssh_config=str(fleet.ssh_config))
+    assert host.file("/etc/machine-id").content_string.strip()
+    assert (host.file("/etc/machine-id").content_string
+            != other_host.file("/etc/machine-id").content_string)
+    # and the guest reaches this machine's loopback through 10.0.2.2 (used by fixtures)
+    assert host.run("ip -4 route show default").stdout.split()[2] == "10.0.2.2"
+
+
+def test_failed_host_is_named_and_others_finish(
+    fleet: Fleet, pyinfra_runner: Runner, clean_guest: Callable[..., str]
+) -> None:
+    victim, survivor = "lab-02", "lab-01"
+    fleet.ssh(survivor, "rm -f /root/fleet-run-finished")
+    holder: dict[str, PyinfraResult] = {}
+    run = threading.Thread(
+        target=lambda: holder.setdefault(
+            "r", pyinfra_runner(FLEET_DEPLOY, data={"fleet_slow": "1"}, label="run, lab-02 dies")
+        )
+    )
+    run.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill it while the slow step runs there
+            rc, _ = fleet.ssh(victim, "pgrep -x sleep", timeout=10)
+            if rc == 0:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the slow step never started on the victim")
+        fleet.kill(victim)
+        run.join(timeout=300)
+        assert not run.is_alive(), "pyinfra did not finish after a host died"
+        result = holder["r"]
+        assert result.rc != 0, result.describe()
+        assert result.failed_hosts == [victim], result.describe()
+        assert victim in result.output
+        assert fleet.ssh(survivor, "cat /root/fleet-run-finished")[1] == "finished\n"
+    finally:
+        run.join(timeout=300)
+        # the clean-guest factory: a fresh overlay, booted; the deploy's marker is gone
+        clean_guest(victim)
+    _, out = fleet.ssh(victim, "test -e /etc/gpulab-fleet-marker; echo $?; hostname")
+    assert out.split() == ["1", victim]
+
+
+def _qemu_img_compare(a: Path, b: Path) -> int:
+    """0: same guest-visible content, 1: different (qemu-img compare's exit status)."""
+    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)], check=False).returncode
+
+
+def _lab(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpulab.lab.commands", "lab", "--state-dir", str(state), *args],
+        capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
+    )
+
+
+def test_lab_cli_snapshot_restore_and_nothing_left(
+    lab_image: ImagePaths, tmp_path: Path, phase_timer: Timer
+) -> None:
+    """``lab up`` daemonizes a guest; snapshot/restore works; ``lab down`` leaves nothing."""
+    state = tmp_path / "lab"
+    with phase_timer("lab up --hosts 1 (daemonized, boot-to-SSH)"):
+        up = _lab(state, "up", "--hosts", "1")
+    assert up.returncode == 0, up.stderr
+    try:
+        status = json.loads(_lab(state, "status", "--json").stdout)
+        assert status["guests"][0]["name"] == "lab-01"
+        assert status["guests"][0]["state"] == "ready"
+        assert status["accel"] in ("tcg", "kvm")
+        ssh = subprocess.run(["ssh", "-F", status["ssh_config"], "lab-01", "hostname"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert ssh.stdout.strip() == "lab-01", ssh.stderr
+
+        fleet = Fleet.load(state, log=lambda _: None)
+        ports = {"lab-01": fleet.guests["lab-01"].port}
+        with phase_timer("snapshot + restore (2 stops, 1 boot, 1 guest)"):
+            fleet.ssh("lab-01", "touch /root/before-snapshot")
+            fleet.stop("lab-01")
+            fleet.snapshot("lab-01", "s1")
+            fleet.start("lab-01")
+            fleet.ssh("lab-01", "touch /root/after-snapshot")
+            fleet.stop("lab-01")
+            guest = fleet.guests["lab-01"]
+            overlay, snap = guest.overlay, guest.snapshot_path("s1")
+            assert _qemu_img_compare(overlay, snap) == 1  # the guest wrote after the snapshot
+            fleet.restore("lab-01", "s1")
+            # restore is a file copy and start() is the boot proved above; a third boot would
+            # add ~40 s for no new information
+            assert _qemu_img_compare(overlay, snap) == 0
+        ports["lab-01"] = fleet.guests["lab-01"].port
+    finally:
+        down = _lab(state, "down")
+    assert down.returncode == 0, down.stderr
+    fleet = Fleet(state, hosts=1, image=lab_image)
+    assert fleet.leftovers(ports) == []
+    assert not (state / "fleet.json").exists()
+    assert json.loads(_lab(state, "status", "--json").stdout)["guests"] == []
