@@ -15,32 +15,28 @@ from pyinfra.api.facts import FactBase
 from gpulab.ollama import MARKER, OPT_DIR
 
 
-class OllamaUnpacked(FactBase[str | None]):
+class _TextOrNone(FactBase[str | None]):
+    """A command's whole output, stripped; None when it printed nothing."""
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+    def process(self, output: list[str]) -> str | None:
+        text = "".join(output).strip()
+        return text or None
+
+
+class OllamaUnpacked(_TextOrNone):
     """The sha256 of the archive a complete ``/opt/ollama/<version>/`` was unpacked from."""
 
     def command(self, version: str) -> str:
         marker = shlex.quote(f"{OPT_DIR}/{version}/{MARKER}")
         return f"cat {marker} 2>/dev/null || true"
 
-    @staticmethod
-    def default() -> str | None:
-        return None
 
-    def process(self, output: list[str]) -> str | None:
-        text = "".join(output).strip()
-        return text or None
-
-
-class LinkTarget(FactBase[str | None]):
+class LinkTarget(_TextOrNone):
     """Where a symlink points (``readlink``), or None when the path is no symlink."""
 
     def command(self, path: str) -> str:
         return f"readlink {shlex.quote(path)} 2>/dev/null || true"
-
-    @staticmethod
-    def default() -> str | None:
-        return None
-
-    def process(self, output: list[str]) -> str | None:
-        text = "".join(output).strip()
-        return text or None
