@@ -44,10 +44,10 @@ ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm
 # release's own sha256sum.txt from the same download base (and ``ollama_sha256`` overrides
 # both). Sources, all pinning https://github.com/ollama/ollama/releases/download/v<ver>/<asset>:
 KNOWN_SHA256: dict[tuple[str, str], str] = {
-    # 0.34.2 (gpulab's default): a Homebrew-style binary formula `class Ollama < Formula`,
-    # version "0.34.2" (on_linux/on_intel and on_arm urls), and independently the same amd64
-    # value in a Swift `OllamaRelease.pinned` table and a Rust `mod pinned` (ARCHIVE_BYTES
-    # 1_427_542_079 amd64, 1_549_897_885 arm64); found with a code search for the asset URL.
+    # 0.34.2 (gpulab's default): a Homebrew formula and a Homebrew cask (x86_64_linux and
+    # arm64_linux) pinning v0.34.2's assets; the amd64 value also appears in at least eight
+    # other independent public files, one recording it as the GitHub release digest of tag
+    # v0.34.2's ollama-linux-amd64.tar.zst (1,427,542,079 bytes).
     ("0.34.2", "amd64"): "e155b83589986d2c581fdbf1381ea3ebdb16549883679cd5a0627f7cdc05b12b",
     ("0.34.2", "arm64"): "8edcfe99eb7546d9422cfa8297d341dcd50e090e192ce1a8092a6ab6d182867b",
     # 0.32.9: a Homebrew-style binary formula, version "0.32.9", on_linux urls.
