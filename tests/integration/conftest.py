@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -30,25 +30,11 @@ import pytest
 from gpulab.lab.fleet import Fleet
 from gpulab.lab.image import ImagePaths, ensure_image
 from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
+from tests.phases import record_phase, timed
 
 REPO = Path(__file__).resolve().parents[2]
-PHASES: list[tuple[str, float]] = []
 UNAVAILABLE: list[str] = []
 FLEET_HOSTS = 2
-
-
-def record_phase(label: str, seconds: float) -> None:
-    """Add a row to the wall-time table printed at the end of the session."""
-    PHASES.append((label, seconds))
-
-
-@contextmanager
-def _timed(label: str) -> Iterator[None]:
-    t0 = time.monotonic()
-    try:
-        yield
-    finally:
-        record_phase(label, time.monotonic() - t0)
 
 
 def missing_requirements() -> list[str]:
@@ -96,12 +82,12 @@ def fleet(lab_image: ImagePaths, tmp_path_factory: pytest.TempPathFactory) -> It
               image=lab_image,
               log=lambda m: print(m, flush=True))
     with f:
-        with _timed(f"boot {FLEET_HOSTS} guests to SSH (parallel, {f.accel.name})"):
+        with timed(f"boot {FLEET_HOSTS} guests to SSH (parallel, {f.accel.name})"):
             boot = f.up()
         for name, secs in boot.items():
             record_phase(f"  {name} boot-to-SSH", secs)
         yield f
-        with _timed("fleet teardown"):
+        with timed("fleet teardown"):
             f.close()
     left = f.leftovers()
     assert not left, f"fleet teardown left things behind: {left}"
@@ -139,7 +125,7 @@ def clean_guest(fleet: Fleet) -> Callable[..., str]:
     """
 
     def make(name: str = "lab-02", snapshot: str | None = None) -> str:
-        with _timed(f"clean guest {name} ({snapshot or 'fresh overlay'})"):
+        with timed(f"clean guest {name} ({snapshot or 'fresh overlay'})"):
             fleet.stop(name)
             if snapshot:
                 fleet.restore(name, snapshot)
@@ -154,18 +140,11 @@ def clean_guest(fleet: Fleet) -> Callable[..., str]:
 @pytest.fixture
 def phase_timer() -> Callable[[str], AbstractContextManager[None]]:
     """``with phase_timer("label"):`` adds a timed row to the session summary."""
-    return _timed
+    return timed
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print phase wall times (and why guests were unavailable) regardless of ``-s``."""
-    tr = terminalreporter
+    """Say loudly, regardless of ``-s``, why guests were unavailable."""
     for msg in UNAVAILABLE:
-        tr.write_sep("!", "INTEGRATION TESTS DID NOT RUN", red=True, bold=True)
-        tr.write_line(msg, red=True, bold=True)
-    if not PHASES:
-        return
-    tr.write_sep("-", "integration phases (wall time)")
-    width = max(len(label) for label, _ in PHASES)
-    for label, secs in PHASES:
-        tr.write_line(f"{label:<{width}}  {secs:7.1f} s")
+        terminalreporter.write_sep("!", "INTEGRATION TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(msg, red=True, bold=True)

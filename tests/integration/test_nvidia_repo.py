@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from gpulab.lab.fleet import Fleet
 from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
+from tests.phases import record_phase
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +114,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     before = lab.boot_id()
-    started = time.monotonic()
     first = lab.deploy()
-    first_s = time.monotonic() - started
     changed = first.hosts[GUEST].changed
     assert any("nvidia-open-580" in op for op in changed), first.describe()
 
@@ -154,16 +152,12 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
 
     # Second run: nothing changes, no reboot.
     booted = lab.boot_id()
-    started = time.monotonic()
     second = lab.deploy()
-    second_s = time.monotonic() - started
     assert second.hosts[GUEST].changed == [], second.describe()
     assert lab.boot_id() == booted
 
     # Another toolkit next to the first; the plan's becomes /usr/local/cuda.
-    started = time.monotonic()
     third = lab.deploy(cuda_toolkit="12.6")
-    third_s = time.monotonic() - started
     assert lab.sh("dpkg-query -W -f='${Version}' cuda-toolkit-12-6") == "12.6.3-1"
     assert lab.sh("dpkg-query -W -f='${Version}' cuda-toolkit-13-0") == "13.0.0-1"
     assert lab.sh("readlink /etc/alternatives/cuda") == "/usr/local/cuda-12.6\n"
@@ -171,5 +165,6 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     assert "Value: /usr/local/cuda-12.6" in lab.sh("update-alternatives --query cuda")
     assert not any("reboot" in op for op in third.hosts[GUEST].changed), third.describe()
     assert lab.boot_id() == booted
-    print(f"\nfleet: first run {first_s:.0f} s (with reboot), second {second_s:.0f} s, "
-          f"toolkit 12.6 {third_s:.0f} s")
+    record_phase("nvidia repo: first run, with reboot", first.seconds)
+    record_phase("nvidia repo: second run (no-op)", second.seconds)
+    record_phase("nvidia repo: toolkit 12.6 beside 13.0", third.seconds)

@@ -27,6 +27,7 @@ from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import ReleaseAsset, build_release
+from tests.phases import record_phase, timed
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,6 @@ class Lab:
     server: StaticServer
     releases: dict[str, ReleaseAsset]
     tmp: Path
-    timings: dict[str, float]
 
     def sh(self, command: str, timeout: float = 60) -> tuple[int, str]:
         """Run ``command`` as root on the guest (OpenSSH with the fleet's pinned keys)."""
@@ -73,7 +73,7 @@ class Lab:
         inventory = self.tmp / f"inventory-{label}.py"
         inventory.write_text(f"lab = [({self.name!r}, {host_data!r})]\n")
         result = run_pyinfra(inventory, DEPLOY, cwd=REPO, timeout=600)
-        self.timings[label] = result.seconds
+        record_phase(f"ollama: {label} (rc {result.rc})", result.seconds)
         return result
 
     def api(self, path: str, address: str = "127.0.0.1") -> Any:
@@ -100,32 +100,16 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("ollama-lab")
-    timings: dict[str, float] = {}
     with StaticServer(tmp / "www") as server:
         releases = {v: build_release(server.root, v) for v in (OLD, NEW)}
         releases[BAD] = build_release(server.root, BAD, corrupt=True)
+        name = "lab-02"  # the suite's scratch guest (conftest's clean_guest default)
         try:
-            fleet: Fleet = request.getfixturevalue("fleet")
-            own = False
-        except pytest.FixtureLookupError:
-            fleet = Fleet(tmp / "fleet", hosts=1, memory_mib=1024, log=lambda _: None)
-            own = True
-        try:
-            if own:
-                t0 = time.monotonic()
-                fleet.up()
-                timings["boot"] = time.monotonic() - t0
-            # lab-02 is the suite's scratch guest (conftest's clean_guest default)
-            name = "lab-02" if "lab-02" in fleet.guests else next(iter(fleet.guests))
-            yield Lab(fleet, name, server, releases, tmp, timings)
+            yield Lab(fleet, name, server, releases, tmp)
         finally:
-            print(f"\nollama integration timings (s): {json.dumps(timings)}")
-            if own:
-                fleet.close()
-            else:
-                # hand the shared guest back clean for the next module
+            with timed("ollama: hand lab-02 back clean (reset + boot)"):
                 fleet.stop(name)
                 fleet.reset(name)
                 fleet.start(name)
