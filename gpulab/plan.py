@@ -43,6 +43,7 @@ from gpulab.settings import Settings, split_host_port
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
 CUDA_KEYRING = "cuda-keyring_1.1-1_all.deb"
 DEBIAN_COMPONENTS = ("main", "contrib", "non-free", "non-free-firmware")
+SUPPORTED_PLATFORMS = ("ubuntu-22.04", "ubuntu-24.04", "debian-12")
 # The kernel each Ubuntu LTS shipped with; any other kernel there is the HWE one.
 UBUNTU_GA_KERNELS = {"22.04": "5.15", "24.04": "6.8"}
 
@@ -195,12 +196,23 @@ def ubuntu_kernel_flavour(facts: HostFacts) -> str:
     return flavour
 
 
+def _running_driver(facts: HostFacts) -> str | None:
+    """The driver version the host runs: the loaded module's, else nvidia-smi's."""
+    return facts.loaded_driver_version or next(
+        (gpu.driver_version for gpu in facts.smi.gpus), None
+    )
+
+
+def _ubuntu_headers(facts: HostFacts) -> tuple[str, ...]:
+    """Headers for the running kernel, and the meta package that brings them for the next
+    kernel too: DKMS cannot rebuild the driver for a kernel whose headers are missing."""
+    return (f"linux-headers-{facts.kernel}", f"linux-headers-{ubuntu_kernel_flavour(facts)}")
+
+
 def _installed_branch(facts: HostFacts) -> int | None:
     if facts.wsl:
         return None
-    version = facts.loaded_driver_version or next(
-        (gpu.driver_version for gpu in facts.smi.gpus), None
-    )
+    version = _running_driver(facts)
     return branch_of(version) if version else None
 
 
@@ -245,9 +257,12 @@ def plan_driver(host: str, facts: HostFacts, settings: Settings) -> DriverPlan:
     if dkms and facts.secure_boot == "enabled" and not settings.driver_secure_boot_proceed:
         raise PlanError(
             host, "driver_secure_boot_proceed",
-            "Secure Boot is on and these kernel modules are built by DKMS, unsigned by any key "
-            "the firmware trusts: enroll a MOK (mokutil --import /var/lib/dkms/mok.pub, reboot, "
-            "Enroll MOK in the blue screen) and then set driver_secure_boot_proceed: true"
+            "Secure Boot is on and these kernel modules are built by DKMS, signed by a key the "
+            "firmware does not trust yet. Set driver_secure_boot_proceed: true and run again; "
+            "DKMS then creates its signing key on the first build ("
+            + ("/var/lib/shim-signed/mok/MOK.der" if facts.os.id == "ubuntu"
+               else "/var/lib/dkms/mok.pub")
+            + "): enroll it with `mokutil --import <key>`, reboot and choose Enroll MOK"
             + ("; or use Ubuntu's prebuilt signed modules (driver_dkms: false)"
                if source == "ubuntu" else ""),
         )
@@ -319,13 +334,13 @@ def _driver_packages(
         name = f"{number}{'-server' if settings.driver_server else ''}{open_suffix}"
         if settings.driver_dkms:
             modules = f"nvidia-dkms-{name}"
-            pre: tuple[str, ...] = (f"linux-headers-{facts.kernel}",)
+            pre: tuple[str, ...] = _ubuntu_headers(facts)
         else:
             modules = f"linux-modules-nvidia-{name}-{ubuntu_kernel_flavour(facts)}"
             pre = ()
         driver = f"nvidia-driver-{name}"
         return pre, (modules, driver), (modules, driver)
-    headers = "linux-headers-amd64" if facts.os.id == "debian" else f"linux-headers-{facts.kernel}"
+    headers = ("linux-headers-amd64",) if facts.os.id == "debian" else _ubuntu_headers(facts)
     if source == "debian":
         if flavour == "open":
             raise PlanError(
@@ -333,7 +348,7 @@ def _driver_packages(
                 "Debian 12's own packages give the proprietary modules; for open modules set "
                 "driver_source: cuda-repo",
             )
-        return (headers,), ("nvidia-driver",), ("nvidia-driver", "nvidia-kernel-dkms")
+        return headers, ("nvidia-driver",), ("nvidia-driver", "nvidia-kernel-dkms")
     meta = "nvidia-open" if flavour == "open" else "cuda-drivers"
     if flavour == "open" and number < CUDA_REPO_FIRST_OPEN_BRANCH:
         raise PlanError(
@@ -344,9 +359,9 @@ def _driver_packages(
         )
     if number <= CUDA_REPO_LAST_SUFFIXED_BRANCH:
         package = f"{meta}-{number}"
-        return (headers,), (package,), (package,)
+        return headers, (package,), (package,)
     pinning = f"nvidia-driver-pinning-{number}"
-    return (headers, pinning), (meta,), (pinning, meta)
+    return (*headers, pinning), (meta,), (pinning, meta)
 
 
 def _toolkit_driver(
@@ -359,9 +374,7 @@ def _toolkit_driver(
     if driver.branch is not None:
         first = branch(driver.branch).first_release
         return first, "linux", f"branch {driver.branch} (from {first})"
-    version = facts.loaded_driver_version or next(
-        (gpu.driver_version for gpu in facts.smi.gpus), None
-    )
+    version = _running_driver(facts)
     return version, "linux", f"driver {version}"
 
 
@@ -467,6 +480,13 @@ def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Reb
 
 def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
     """The whole plan for one host; ``PlanError`` when the data cannot be satisfied."""
+    platform = f"{facts.os.id}-{facts.os.version_id}"
+    if platform not in SUPPORTED_PLATFORMS or (facts.wsl and facts.os.id != "ubuntu"):
+        raise PlanError(
+            host, "os",
+            f"{facts.os.pretty_name or platform} is not supported; gpulab provisions "
+            f"{', '.join(SUPPORTED_PLATFORMS)} (and Ubuntu under WSL2)",
+        )
     driver = plan_driver(host, facts, settings)
     toolkit = plan_toolkit(host, facts, settings, driver)
     distro = _repo_distro(facts)

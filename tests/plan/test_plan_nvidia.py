@@ -115,7 +115,7 @@ def test_ubuntu2204_dkms_under_secure_boot_stops_before_any_change() -> None:
 def test_ubuntu2204_dkms_with_proceed_installs_headers_first() -> None:
     planned = run("ubuntu2204-rtx3070.json", driver_dkms=True, driver_secure_boot_proceed=True)
     assert installs(planned)[:2] == [
-        INSTALL + "linux-headers-5.15.0-161-generic",
+        INSTALL + "linux-headers-5.15.0-161-generic linux-headers-generic",
         INSTALL + "nvidia-dkms-580-open nvidia-driver-580-open",
     ]
 
@@ -132,7 +132,7 @@ def test_ubuntu2404_rtx5090_gets_open_modules() -> None:
 def test_ubuntu2404_rtx5090_from_nvidia_repo_590_pins_the_branch_first() -> None:
     planned = run("ubuntu2404-rtx5090.json", driver_source="cuda-repo", driver_branch=590)
     assert installs(planned)[:2] == [
-        INSTALL + "linux-headers-6.8.0-90-generic nvidia-driver-pinning-590",
+        INSTALL + "linux-headers-6.8.0-90-generic linux-headers-generic nvidia-driver-pinning-590",
         INSTALL + "nvidia-open",
     ]
     held_and_blacklisted(planned, ["nvidia-driver-pinning-590", "nvidia-open"])
@@ -148,7 +148,7 @@ def test_ubuntu2404_rtx5090_from_nvidia_repo_590_pins_the_branch_first() -> None
 def test_ubuntu2404_rtx5090_from_nvidia_repo_580_uses_the_branch_meta_package() -> None:
     planned = run("ubuntu2404-rtx5090.json", driver_source="cuda-repo")
     assert installs(planned)[:2] == [
-        INSTALL + "linux-headers-6.8.0-90-generic",
+        INSTALL + "linux-headers-6.8.0-90-generic linux-headers-generic",
         INSTALL + "nvidia-open-580",
     ]
     assert not any("nvidia-driver-pinning" in line for line in installs(planned))

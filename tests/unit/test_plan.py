@@ -63,7 +63,8 @@ def test_ubuntu_server_and_dkms_variants() -> None:
         "linux-modules-nvidia-570-server-open-generic", "nvidia-driver-570-server-open",
     )
     dkms = _plan(facts, driver_dkms=True)
-    assert dkms.driver.pre_packages == ("linux-headers-6.8.0-90-generic",)
+    # the running kernel's headers, and the meta that brings the next kernel's
+    assert dkms.driver.pre_packages == ("linux-headers-6.8.0-90-generic", "linux-headers-generic")
     assert dkms.driver.packages == ("nvidia-dkms-580-open", "nvidia-driver-580-open")
 
 
@@ -220,3 +221,31 @@ def test_ollama_exposure_is_in_the_plan() -> None:
                  ollama_allowed_clients=["10.0.0.0/24"])
     assert plan.ollama.exposed and plan.ollama.allowed_clients == ("10.0.0.0/24",)
     assert plan.ollama.listen_host == "0.0.0.0" and "10.0.0.0/24" in plan.ollama.reason
+
+
+def test_hwe_dkms_headers_follow_the_hwe_kernel() -> None:
+    plan = _plan(_facts(JAMMY, "6.8.0-52-generic", RTX3070), driver_dkms=True)
+    assert plan.driver.pre_packages == (
+        "linux-headers-6.8.0-52-generic", "linux-headers-generic-hwe-22.04",
+    )
+
+
+@pytest.mark.parametrize(
+    ("os", "wsl"),
+    [
+        (OsInfo(id="debian", version_id="11", codename="bullseye"), False),
+        (OsInfo(id="ubuntu", version_id="20.04", codename="focal"), False),
+        (BOOKWORM, True),  # WSL2 gets the CUDA repo for Ubuntu only
+    ],
+)
+def test_unsupported_platforms_are_refused(os: OsInfo, wsl: bool) -> None:
+    with pytest.raises(PlanError, match=r"os: .* is not supported"):
+        _plan(_facts(os, "5.10.0-28-amd64", GTX1650, wsl=wsl))
+
+
+def test_secure_boot_message_names_the_key_dkms_will_create() -> None:
+    with pytest.raises(PlanError, match=r"MOK\.der"):
+        _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070, secure_boot="enabled"),
+              driver_dkms=True)
+    with pytest.raises(PlanError, match=r"/var/lib/dkms/mok\.pub"):
+        _plan(_facts(BOOKWORM, "6.1.0-28-amd64", GTX1650, secure_boot="enabled"))

@@ -30,7 +30,7 @@ def test_cuda_repo_proprietary_before_560_uses_cuda_drivers_nnn(number: int) -> 
     plan = _plan(NOBLE, "6.8.0-90-generic", RTX3070, driver_source="cuda-repo",
                  driver_branch=number)
     assert plan.driver.flavour == "proprietary"
-    assert plan.driver.pre_packages == ("linux-headers-6.8.0-90-generic",)
+    assert plan.driver.pre_packages == ("linux-headers-6.8.0-90-generic", "linux-headers-generic")
     assert plan.driver.packages == (f"cuda-drivers-{number}",)
     assert plan.driver.held == (f"cuda-drivers-{number}",)
 
@@ -48,7 +48,7 @@ def test_cuda_repo_580_and_590_names() -> None:
     assert plan.driver.packages == ("nvidia-open-580",)
     plan = _plan(NOBLE, "6.8.0-90-generic", RTX3070, driver_source="cuda-repo",
                  driver_branch=590, driver_flavour="proprietary")
-    assert plan.driver.pre_packages == ("linux-headers-6.8.0-90-generic",
+    assert plan.driver.pre_packages == ("linux-headers-6.8.0-90-generic", "linux-headers-generic",
                                         "nvidia-driver-pinning-590")
     assert plan.driver.packages == ("cuda-drivers",)
     assert plan.driver.held == ("nvidia-driver-pinning-590", "cuda-drivers")
