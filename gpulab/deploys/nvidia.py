@@ -129,20 +129,19 @@ def nvidia_driver() -> None:
                 _if=lambda: bool(missing) or any(op.did_change() for op in sources),
             )
     release_other_holds(name="release holds of other driver branches", keep=driver.held)
-    if driver.source == "cuda-repo" and not any(
-        name.startswith("nvidia-driver-pinning-") for name in driver.pre_packages
-    ):
-        # cuda-drivers-580 depends on the unsuffixed nvidia-driver (= 580.x) while the
-        # repository's newest nvidia-driver is another branch; apt does not backtrack, so
-        # without this pin the install fails (seen on the fleet against the stand-in).
+    if not any(name.startswith("nvidia-driver-pinning-") for name in driver.pre_packages):
+        # NVIDIA's repo carries several branches under the same names: cuda-drivers-580
+        # depends on nvidia-driver (= 580.x) while the newest nvidia-driver is another
+        # branch and apt does not backtrack (seen on the fleet against the stand-in). On
+        # Debian the same repo, added for the toolkit, would otherwise outrank Debian's 535.
         files.template(
             name=f"apt pin: NVIDIA driver packages stay in branch {driver.branch}",
             src=template("nvidia/driver-branch.pref.j2"), dest=BRANCH_PIN, mode="644",
             branch=driver.branch,
         )
     else:
-        files.file(name="no gpulab driver branch pin (not needed here)", path=BRANCH_PIN,
-                   present=False)
+        files.file(name="no gpulab driver branch pin (nvidia-driver-pinning does it)",
+                   path=BRANCH_PIN, present=False)
     if driver.pre_packages:
         # Headers before the driver (its DKMS build needs them), the 590+ pinning package
         # before the unsuffixed names (so apt resolves them inside the branch).

@@ -26,6 +26,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from gpulab import ollama as lib
 from gpulab.deploys.context import host_facts, host_plan, host_settings, template
+from gpulab.deploys.nvidia import driver_ops
 from gpulab.ollama_facts import LinkTarget, OllamaUnpacked
 from gpulab.plan import HostPlan
 from gpulab.settings import Settings
@@ -226,12 +227,14 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
 
     if not can_run:
         return
-    driver_changed = plan.driver.changes and plan.driver.source is not None
-    changed = _changed(release_op, lib_op, bin_op, unit_op, dropin_op, *firewall_ops)
+    # Ollama finds GPUs once per process: restart it when this run changed the driver too.
+    changed = _changed(
+        release_op, lib_op, bin_op, unit_op, dropin_op, *firewall_ops, *driver_ops(host)
+    )
     systemd.service(
         name="Ollama restarted (binary, configuration or driver changed)",
         service="ollama.service", running=True, restarted=True, daemon_reload=True,
-        _if=lambda: driver_changed or changed(),
+        _if=changed,
     )
     systemd.service(
         name="Ollama running and enabled", service="ollama.service", running=True,

@@ -209,6 +209,9 @@ def test_debian12_gtx1650_gets_non_free_nvidia_driver() -> None:
     assert planned.op("apt lists for the added components").commands == ("apt-get update",)
     assert installs(planned)[:2] == [INSTALL + "linux-headers-amd64", INSTALL + "nvidia-driver"]
     held_and_blacklisted(planned, ["nvidia-driver", "nvidia-kernel-dkms"])
+    # NVIDIA's debian12 repo (added for the toolkit) carries nvidia-driver 580+: pinned out.
+    pin = planned.op("apt pin: NVIDIA driver packages stay in branch 535").text
+    assert "Package: nvidia-* libnvidia-*" in pin and "Pin: version 535.*" in pin
     # Debian's 535 driver runs CUDA 12.2 natively: NVIDIA's debian12 repository for it.
     toolkit_ops(planned, "12.2.0", "cuda-toolkit-12-2", "debian12")
 
