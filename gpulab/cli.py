@@ -90,7 +90,8 @@ def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, Hos
     try:
         with connected(state) as hosts:
             facts = {host.name: gather_host_facts(host) for host in hosts}
-    except PyinfraError:
+    except PyinfraError as error:  # every host failed to connect, or a fact failed
+        print(f"gpulab: gathering facts failed: {error}", file=sys.stderr)
         facts = {}
     return facts, unreachable(state)
 

@@ -86,7 +86,8 @@ class Settings(BaseModel):
     )
     https_proxy: str | None = Field(
         default=None,
-        description="Proxy for HTTPS downloads (Ollama archive, registry, NVIDIA repo keyring).",
+        description="Proxy for HTTPS downloads (Ollama archive, registry, NVIDIA's repo "
+        "through apt).",
     )
     no_proxy: list[str] = Field(
         default_factory=list, description="Hosts and CIDRs that bypass https_proxy."

@@ -17,10 +17,10 @@ BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "pciutils", "zstd"]
 def apt_base() -> None:
     """Point apt at the proxy (if any), wait for the dpkg lock, update lists, add base tools."""
     settings = host_settings(host)
-    if settings.apt_proxy:
+    if settings.apt_proxy or settings.https_proxy:
         files.template(
             name="apt proxy", src=template("apt/gpulab-proxy.conf.j2"), dest=PROXY_CONF,
-            proxy=settings.apt_proxy, mode="644",
+            http_proxy=settings.apt_proxy, https_proxy=settings.https_proxy, mode="644",
         )
     else:
         files.file(name="no apt proxy", path=PROXY_CONF, present=False)

@@ -41,3 +41,16 @@ def test_proxy_and_lock_timeout_from_data() -> None:
 def test_bad_data_stops_before_any_operation() -> None:
     with pytest.raises(GpulabDataError, match=r"apt_proxy: '10\.0\.0\.5:3142' is not an http"):
         plan_deploy(apt_base, "debian12-nogpu.json", {"apt_proxy": "10.0.0.5:3142"})
+
+
+def test_https_proxy_reaches_apts_https_sources() -> None:
+    planned = plan_deploy(apt_base, "ubuntu2204-rtx3070.json", {
+        "apt_proxy": "http://10.0.0.5:3142", "https_proxy": "http://10.0.0.6:3128",
+    })
+    proxy = planned.op("apt proxy").text
+    assert 'Acquire::http::Proxy "http://10.0.0.5:3142";' in proxy
+    assert 'Acquire::https::Proxy "http://10.0.0.6:3128";' in proxy
+    only_https = plan_deploy(apt_base, "ubuntu2204-rtx3070.json", {
+        "https_proxy": "http://10.0.0.6:3128",
+    }).op("apt proxy").text
+    assert "Acquire::http::Proxy" not in only_https

@@ -21,6 +21,11 @@ URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: https://download.example/linux/debian
+Suites: bookworm
+Components: stable
 """
 
 ONE_LINE = """# my mirror
@@ -28,12 +33,14 @@ deb http://mirror.example/debian bookworm main
 deb [arch=amd64] http://mirror.example/debian bookworm-updates main contrib
 deb http://mirror.example/debian-security bookworm-security main
 deb http://other.example/repo stable main
+deb [arch=amd64] https://download.example/linux/debian bookworm stable
 """
 
 
 def test_deb822_components_added_to_every_bookworm_stanza() -> None:
     edited = add_components(DEB822, "bookworm", NONFREE)
     assert edited.count("Components: main contrib non-free non-free-firmware") == 2
+    assert edited.endswith("Suites: bookworm\nComponents: stable\n")  # third party untouched
     assert "URIs: http://mirror.example/debian\n" in edited  # the mirror is kept
     assert add_components(edited, "bookworm", NONFREE) == edited  # idempotent
 
@@ -48,6 +55,8 @@ def test_one_line_sources() -> None:
         "non-free-firmware" in edited
     )
     assert "deb http://other.example/repo stable main\n" in edited  # other suites untouched
+    # a third-party repository for the same codename keeps its own components
+    assert "https://download.example/linux/debian bookworm stable\n" in edited
     assert edited.startswith("# my mirror\n")
     assert add_components(edited, "bookworm", NONFREE) == edited
 
