@@ -18,6 +18,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
+from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
@@ -154,10 +155,7 @@ def pinned_package(package: str, apt_version: str) -> Generator[str]:
         host.noop(f"{package} {apt_version} is installed")
         return
     # --allow-downgrades: the 1001 pin may select an older update than the one installed.
-    yield (
-        "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
-        f"-o Dpkg::Options::=--force-confold install --allow-downgrades {package}"
-    )
+    yield f"{noninteractive_apt('install --allow-downgrades')} {package}"
 
 
 @operation()

@@ -74,9 +74,11 @@ def upgrade_within_branch(packages: tuple[str, ...] | list[str]) -> Generator[st
         host.noop(f"{', '.join(packages)}: no newer release in the branch")
         return
     names = " ".join(packages)
-    yield f"apt-mark unhold {names}"
-    yield f"{noninteractive_apt('install --only-upgrade')} {names}"
-    yield f"apt-mark hold {names}"
+    # One shell, so the packages are held again even when the upgrade fails.
+    yield (
+        f"apt-mark unhold {names} && {{ {noninteractive_apt('install --only-upgrade')} {names}; "
+        f"status=$?; apt-mark hold {names}; exit $status; }}"
+    )
 
 
 @operation()

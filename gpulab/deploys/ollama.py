@@ -13,6 +13,7 @@ The service is restarted only when the binary, the unit, the drop-in or the driv
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections.abc import Callable, Generator
 from io import StringIO
 
@@ -93,12 +94,12 @@ def traversable_dirs(path: str, owner: str, owned_below: str) -> Generator[str]:
         owned = directory == owned_below or directory.startswith(owned_below.rstrip("/") + "/")
         if directory == path or owned:
             if not info or info.get("user") != owner or info.get("group") != owner:
-                yield f"install -d -o {owner} -g {owner} -m 755 {directory}"
+                yield f"install -d -o {owner} -g {owner} -m 755 {shlex.quote(directory)}"
             continue
         if not info:
-            yield f"install -d -m 755 {directory}"
+            yield f"install -d -m 755 {shlex.quote(directory)}"
         elif not int(str(info.get("mode", 0)), 8) & 0o001:
-            yield f"chmod o+x {directory}"
+            yield f"chmod o+x {shlex.quote(directory)}"
 
 
 def _changed(*ops: OperationMeta) -> Callable[[], bool]:

@@ -38,8 +38,8 @@ BASE_DEPLOY = REPO / "deploy" / "base.py"
 
 
 def deploys() -> list[Path]:
-    """The project's real base deploy (when present) followed by the fleet's own small one."""
-    return [p for p in (BASE_DEPLOY, FLEET_DEPLOY) if p.is_file()]
+    """The project's real base deploy followed by the fleet's own small one."""
+    return [BASE_DEPLOY, FLEET_DEPLOY]
 
 
 def test_deploy_runs_on_all_guests_in_parallel(fleet: Fleet, pyinfra_runner: Runner) -> None:
@@ -63,6 +63,13 @@ def test_testinfra_sees_the_deployed_state(fleet: Fleet, name: str) -> None:
     assert host.check_output("hostname") == name
     assert host.system_info.distribution == "debian"
     assert host.system_info.codename == "bookworm"
+    # gpulab's apt base (deploy/base.py)
+    lock = host.file("/etc/apt/apt.conf.d/01gpulab-lock")
+    assert lock.is_file and 'DPkg::Lock::Timeout "600";' in lock.content_string
+    assert not host.file("/etc/apt/apt.conf.d/01gpulab-proxy").exists  # no proxy in the data
+    for tool in ("curl", "gnupg", "pciutils", "zstd"):
+        assert host.package(tool).is_installed, tool
+    # the fleet's own small deploy
     assert host.package("tree").is_installed
     marker = host.file("/etc/gpulab-fleet-marker")
     assert marker.is_file and marker.content_string == "gpulab fleet\n"

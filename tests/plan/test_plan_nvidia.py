@@ -26,10 +26,7 @@ INSTALL = (
     'DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
     '-o Dpkg::Options::="--force-confold" install '
 )
-TOOLKIT_INSTALL = (
-    "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confdef "
-    "-o Dpkg::Options::=--force-confold install --allow-downgrades "
-)
+TOOLKIT_INSTALL = INSTALL + "--allow-downgrades "
 FORBIDDEN_CUDA = re.compile(r"\s(cuda|cuda-\d+-\d+|cuda-drivers(-\d+)?|cuda-runtime-\S+)(\s|$)")
 DRIVER_WORDS = ("nvidia-driver", "nvidia-open", "cuda-drivers", "nvidia-dkms", "linux-modules")
 
@@ -248,11 +245,10 @@ def test_driver_upgrade_lifts_the_hold_upgrades_and_holds_again() -> None:
                               "nvidia-driver-580-open/noble-updates 580.173.02-0ubuntu0.24.04.1 "
                               "amd64 [upgradable from: 580.95.05-0ubuntu0.24.04.2]"]})
     names = "linux-modules-nvidia-580-open-generic nvidia-driver-580-open"
+    # held again whatever the upgrade's outcome
     assert planned.op("driver_upgrade: newest 580 release").commands == (
-        f"apt-mark unhold {names}",
-        f"DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=\"--force-confdef\" "
-        f"-o Dpkg::Options::=\"--force-confold\" install --only-upgrade {names}",
-        f"apt-mark hold {names}",
+        f"apt-mark unhold {names} && {{ {INSTALL}--only-upgrade {names}; status=$?; "
+        f"apt-mark hold {names}; exit $status; }}",
     )
 
 

@@ -171,7 +171,8 @@ def test_upgrade_unpacks_the_new_version_next_to_the_old_and_switches_links() ->
         re.compile(r"readlink /usr/local/bin/ollama"): "/opt/ollama/0.34.2/bin/ollama",
     })
     release = planned.op("Ollama 0.32.9").text
-    assert "dest='/opt/ollama/0.32.9'" in release and "rm -rf /opt/ollama\n" not in release
+    assert "dest='/opt/ollama/0.32.9'" in release
+    assert "/opt/ollama/0.34.2" not in release  # the running version is left alone
     assert "/opt/ollama/0.32.9/bin/ollama" in planned.op("/usr/local/bin/ollama ->").text
     assert "version 0.32.9" in planned.op("Ollama unit").text
 
