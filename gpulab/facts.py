@@ -21,7 +21,15 @@ from typing import Any, Literal, Protocol, TypeVar
 from pyinfra.api.facts import FactBase
 from pyinfra.facts.server import Arch, Hostname, KernelVersion, RebootRequired
 
-from gpulab.hostfacts import CudaToolkit, HostFacts, OsInfo, PciGpu, SmiGpu, SmiStatus
+from gpulab.hostfacts import (
+    CudaToolkit,
+    HostFacts,
+    OsInfo,
+    PciGpu,
+    SmiGpu,
+    SmiStatus,
+    parse_wsl_version,
+)
 
 __all__ = [
     "CudaToolkits",
@@ -370,27 +378,6 @@ class NvidiaSmi(FactBase[SmiStatus]):
 # --------------------------------------------------------------------------------------------
 # WSL and systemd
 # --------------------------------------------------------------------------------------------
-
-
-def parse_wsl_version(text: str) -> int | None:
-    """WSL generation from a kernel release / ``/proc/version`` line: 2, 1 or None (not WSL).
-
-    WSL 2 kernels are ``<ver>-microsoft-standard-WSL2`` (``-microsoft-standard`` before 5.x); WSL 1
-    fakes ``4.4.0-<build>-Microsoft`` with a capital M.  Example::
-
-        >>> parse_wsl_version("6.6.87.2-microsoft-standard-WSL2")
-        2
-        >>> parse_wsl_version("4.4.0-19041-Microsoft")
-        1
-        >>> parse_wsl_version("5.15.0-161-generic") is None
-        True
-    """
-    lowered = text.lower()
-    if "microsoft-standard" in lowered or "-wsl2" in lowered:
-        return 2
-    if "microsoft" in lowered:
-        return 1
-    return None
 
 
 def parse_is_wsl(text: str) -> bool:

@@ -58,6 +58,27 @@ class CudaToolkit(_Frozen):
     version: str
 
 
+def parse_wsl_version(text: str) -> int | None:
+    """WSL generation from a kernel release / ``/proc/version`` line: 2, 1 or None (not WSL).
+
+    WSL 2 kernels are ``<ver>-microsoft-standard-WSL2`` (``-microsoft-standard`` before 5.x); WSL 1
+    fakes ``4.4.0-<build>-Microsoft`` with a capital M.  Example::
+
+        >>> parse_wsl_version("6.6.87.2-microsoft-standard-WSL2")
+        2
+        >>> parse_wsl_version("4.4.0-19041-Microsoft")
+        1
+        >>> parse_wsl_version("5.15.0-161-generic") is None
+        True
+    """
+    lowered = text.lower()
+    if "microsoft-standard" in lowered or "-wsl2" in lowered:
+        return 2
+    if "microsoft" in lowered:
+        return 1
+    return None
+
+
 class HostFacts(_Frozen):
     """Everything the plan needs to know about one host, gathered before anything changes."""
 

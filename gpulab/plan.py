@@ -36,7 +36,7 @@ from gpulab.compat.tables import (
     Family,
 )
 from gpulab.compat.versions import branch_of
-from gpulab.hostfacts import HostFacts
+from gpulab.hostfacts import HostFacts, parse_wsl_version
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
 from gpulab.settings import Settings, split_host_port
 
@@ -481,6 +481,12 @@ def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Reb
 def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
     """The whole plan for one host; ``PlanError`` when the data cannot be satisfied."""
     platform = f"{facts.os.id}-{facts.os.version_id}"
+    if facts.wsl and parse_wsl_version(facts.kernel) == 1:
+        raise PlanError(
+            host, "os",
+            "WSL1 has no GPU support and no systemd: in Windows run "
+            "`wsl --set-version <distro> 2`, then run gpulab again",
+        )
     if platform not in SUPPORTED_PLATFORMS or (facts.wsl and facts.os.id != "ubuntu"):
         raise PlanError(
             host, "os",

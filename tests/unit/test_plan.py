@@ -249,3 +249,9 @@ def test_secure_boot_message_names_the_key_dkms_will_create() -> None:
               driver_dkms=True)
     with pytest.raises(PlanError, match=r"/var/lib/dkms/mok\.pub"):
         _plan(_facts(BOOKWORM, "6.1.0-28-amd64", GTX1650, secure_boot="enabled"))
+
+
+def test_wsl1_is_refused_with_the_command_that_converts_it() -> None:
+    facts = HostFacts(hostname="lab-01", os=JAMMY, kernel="4.4.0-19041-Microsoft", wsl=True)
+    with pytest.raises(PlanError, match="os: WSL1 has no GPU support"):
+        _plan(facts)
