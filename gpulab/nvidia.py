@@ -24,6 +24,13 @@ DRIVER_BLACKLIST_PATTERNS: tuple[str, ...] = (
     "firmware-nvidia-",
 )
 
+# The driver's own top-level packages, as gpulab holds them on some branch (Ubuntu, NVIDIA's
+# repo, Debian). Other held nvidia-* packages (nvidia-container-toolkit) are the user's.
+DRIVER_HOLD_NAMES = re.compile(
+    r"^(nvidia-driver(-\d+.*)?|nvidia-open(-\d+)?|nvidia-driver-pinning-\d+|nvidia-dkms-\d+.*"
+    r"|nvidia-kernel-dkms|cuda-drivers(-\d+)?|linux-modules-nvidia-\d+.*)$"
+)
+
 # Packages that install a Linux driver and so must never reach a WSL2 distribution
 # (CUDA on WSL User Guide, section 4); an apt pin of -1 makes apt refuse them outright.
 WSL_FORBIDDEN_REGEX = (

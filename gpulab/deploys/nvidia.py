@@ -24,7 +24,7 @@ from gpulab.apt import HeldPackages
 from gpulab.deploys.apt import held
 from gpulab.deploys.context import host_plan, host_settings, template
 from gpulab.deploys.cuda import debian_sources, missing_packages, nvidia_repo, say
-from gpulab.nvidia import DRIVER_BLACKLIST_PATTERNS, blacklist_patterns
+from gpulab.nvidia import DRIVER_HOLD_NAMES, blacklist_patterns
 
 BLACKLIST_CONF = "/etc/apt/apt.conf.d/51gpulab-nvidia-blacklist"
 BRANCH_PIN = "/etc/apt/preferences.d/gpulab-nvidia-driver-branch"
@@ -92,10 +92,9 @@ def release_other_holds(keep: tuple[str, ...] | list[str]) -> Generator[str]:
 
         release_other_holds(keep=["nvidia-driver-580-open"])
     """
-    prefixes = tuple(p for p in DRIVER_BLACKLIST_PATTERNS)
     stale = [
         name for name in host.get_fact(HeldPackages)
-        if name.startswith(prefixes) and name not in keep
+        if DRIVER_HOLD_NAMES.match(name) and name not in keep
     ]
     if not stale:
         host.noop("no other NVIDIA packages on hold")

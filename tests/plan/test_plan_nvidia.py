@@ -277,3 +277,13 @@ def test_bad_input_stops_before_any_change(
     assert f"{host}: {field}: " in str(error.value)
     assert words in str(error.value)
     assert ctx_state.get().get_op_order() == []
+
+
+def test_holds_of_another_branch_are_released_but_not_the_users() -> None:
+    planned = plan_deploy(stack, "ubuntu2404-rtx5090.json", fake_responses={
+        "apt-mark showhold": ["nvidia-driver-535", "linux-modules-nvidia-535-generic",
+                              "nvidia-container-toolkit", "nvidia-driver-580-open"],
+    })
+    assert planned.op("release holds of other driver branches").commands == (
+        "apt-mark unhold linux-modules-nvidia-535-generic nvidia-driver-535",
+    )
