@@ -34,6 +34,7 @@ from gpulab.hostfacts import (
 __all__ = [
     "CudaToolkits",
     "IsWsl",
+    "LinkTarget",
     "LoadedDriverVersion",
     "MemoryMib",
     "NvidiaPciDevices",
@@ -832,6 +833,26 @@ class MemoryMib(FactBase[int]):
 
     def process(self, output: list[str]) -> int:
         return parse_meminfo_total_mib("\n".join(output))
+
+
+class LinkTarget(FactBase[str | None]):
+    """Where a symlink points (``readlink``), or None when the path is no symlink.
+
+    .. code:: python
+
+        host.get_fact(LinkTarget, path="/etc/alternatives/cuda")  # "/usr/local/cuda-12.6"
+    """
+
+    def command(self, path: str) -> str:
+        return f"readlink {shlex.quote(path)} 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+    def process(self, output: list[str]) -> str | None:
+        text = "".join(output).strip()
+        return text or None
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,12 @@ from pyinfra.api.facts import FactBase
 from gpulab.ollama import MARKER, OPT_DIR
 
 
-class _TextOrNone(FactBase[str | None]):
-    """A command's whole output, stripped; None when it printed nothing."""
+class OllamaUnpacked(FactBase[str | None]):
+    """The sha256 of the archive a complete ``/opt/ollama/<version>/`` was unpacked from."""
+
+    def command(self, version: str) -> str:
+        marker = shlex.quote(f"{OPT_DIR}/{version}/{MARKER}")
+        return f"cat {marker} 2>/dev/null || true"
 
     @staticmethod
     def default() -> str | None:
@@ -25,18 +29,3 @@ class _TextOrNone(FactBase[str | None]):
     def process(self, output: list[str]) -> str | None:
         text = "".join(output).strip()
         return text or None
-
-
-class OllamaUnpacked(_TextOrNone):
-    """The sha256 of the archive a complete ``/opt/ollama/<version>/`` was unpacked from."""
-
-    def command(self, version: str) -> str:
-        marker = shlex.quote(f"{OPT_DIR}/{version}/{MARKER}")
-        return f"cat {marker} 2>/dev/null || true"
-
-
-class LinkTarget(_TextOrNone):
-    """Where a symlink points (``readlink``), or None when the path is no symlink."""
-
-    def command(self, path: str) -> str:
-        return f"readlink {shlex.quote(path)} 2>/dev/null || true"

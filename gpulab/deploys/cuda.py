@@ -15,7 +15,6 @@ from collections.abc import Generator
 from io import StringIO
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.apt import noninteractive_apt
@@ -24,6 +23,7 @@ from pyinfra.operations import apt, files
 
 from gpulab.deploys.apt import debian_components
 from gpulab.deploys.context import host_plan, host_settings, template
+from gpulab.facts import LinkTarget
 from gpulab.nvidia import WSL_FORBIDDEN_REGEX, version_matches
 from gpulab.plan import CUDA_KEYRING, HostPlan
 
@@ -34,6 +34,9 @@ KEYRING_DEB = f"/var/cache/gpulab/{CUDA_KEYRING}"
 PROFILE_SCRIPT = "/etc/profile.d/gpulab-cuda.sh"
 WSL_PIN = "/etc/apt/preferences.d/gpulab-wsl-no-linux-driver"
 PREFERENCES_DIR = "/etc/apt/preferences.d"
+# Where nvidia_repo() keeps this run's repository operations, so a second caller reuses them.
+REPO_OPS_ATTR = "_gpulab_nvidia_repo_ops"
+CUDA_ALTERNATIVE = "/etc/alternatives/cuda"  # what /usr/local/cuda resolves through
 
 
 def source_path(plan: HostPlan) -> str:
@@ -79,11 +82,18 @@ def nvidia_repo(wanted: tuple[str, ...] | list[str]) -> list[OperationMeta]:
 
         changed = nvidia_repo(["cuda-toolkit-12-6"])
     """
+    missing = missing_packages(wanted)
+    ops: list[OperationMeta] | None = getattr(host, REPO_OPS_ATTR, None)
+    if ops is not None:
+        # The driver deploy set the repository up earlier in this run: refresh the lists
+        # only for packages still missing (its own update covered a changed source).
+        apt.update(name="apt lists for NVIDIA's repository", _if=lambda: bool(missing))
+        return ops
     plan = host_plan(host)
     settings = host_settings(host)
     assert plan.repo is not None, "the plan has no NVIDIA repository for this host"
-    missing = missing_packages(wanted)
-    ops: list[OperationMeta] = []
+    ops = []
+    setattr(host, REPO_OPS_ATTR, ops)
     sources = debian_sources()
     if sources is not None:
         ops.append(sources)
@@ -107,23 +117,6 @@ def nvidia_repo(wanted: tuple[str, ...] | list[str]) -> list[OperationMeta]:
     return ops
 
 
-class CudaAlternative(FactBase[str]):
-    """Where the ``cuda`` alternative (``/usr/local/cuda``) points: ``/usr/local/cuda-12.6``.
-
-    Empty when no toolkit registered it yet.
-    """
-
-    def command(self) -> str:
-        return "readlink /etc/alternatives/cuda 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> str:
-        return "\n".join(output).strip()
-
-    @staticmethod
-    def default() -> str:
-        return ""
-
-
 @operation()
 def cuda_alternative(prefix: str) -> Generator[str]:
     """Make ``prefix`` the ``/usr/local/cuda`` alternative, only when it is not already.
@@ -132,7 +125,7 @@ def cuda_alternative(prefix: str) -> Generator[str]:
 
         cuda_alternative(name="CUDA 12.6 is /usr/local/cuda", prefix="/usr/local/cuda-12.6")
     """
-    current = host.get_fact(CudaAlternative)
+    current = host.get_fact(LinkTarget, path=CUDA_ALTERNATIVE)
     if current == prefix:
         host.noop(f"/usr/local/cuda is already {prefix}")
         return
@@ -217,7 +210,6 @@ def cuda_toolkit() -> None:
 
 
 __all__ = [
-    "CudaAlternative",
     "cuda_alternative",
     "cuda_toolkit",
     "nvidia_repo",

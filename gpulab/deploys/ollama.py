@@ -28,7 +28,8 @@ from pyinfra.operations import apt, files, server, systemd
 from gpulab import ollama as lib
 from gpulab.deploys.context import host_facts, host_plan, host_settings, template
 from gpulab.deploys.nvidia import driver_ops
-from gpulab.ollama_facts import LinkTarget, OllamaUnpacked
+from gpulab.facts import LinkTarget
+from gpulab.ollama_facts import OllamaUnpacked
 from gpulab.plan import HostPlan
 from gpulab.settings import Settings
 

@@ -287,3 +287,13 @@ def test_holds_of_another_branch_are_released_but_not_the_users() -> None:
     assert planned.op("release holds of other driver branches").commands == (
         "apt-mark unhold linux-modules-nvidia-535-generic nvidia-driver-535",
     )
+
+
+def test_driver_and_toolkit_share_one_repository_setup() -> None:
+    planned = run("ubuntu2404-rtx5090.json", driver_source="cuda-repo")
+    names = planned.names()
+    assert sum(name.startswith("NVIDIA driver | cuda-keyring from") for name in names) == 1
+    assert not any(name.startswith("CUDA toolkit | cuda-keyring") for name in names)
+    assert sum("cuda-keyring (NVIDIA's signing key)" in name for name in names) == 1
+    # the toolkit's own list refresh stays, for a toolkit the first refresh did not cover
+    assert "CUDA toolkit | apt lists for NVIDIA's repository" in names
