@@ -3,6 +3,6 @@
     pyinfra inventories/lab.py deploy/base.py
 """
 
-from gpulab.deploys.apt_base import apt_base
+from gpulab.deploys.apt import apt_base
 
 apt_base()

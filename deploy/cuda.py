@@ -3,7 +3,7 @@
     pyinfra inventories/lab.py deploy/cuda.py
 """
 
-from gpulab.deploys.apt_base import apt_base
+from gpulab.deploys.apt import apt_base
 from gpulab.deploys.cuda import cuda_toolkit
 
 apt_base()

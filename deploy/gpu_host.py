@@ -6,7 +6,7 @@ Every host's data is validated and its plan made before any host is changed; see
 ``gpulab plan inventories/lab.py`` for what each host will get and why.
 """
 
-from gpulab.deploys.apt_base import apt_base
+from gpulab.deploys.apt import apt_base
 from gpulab.deploys.cuda import cuda_toolkit
 from gpulab.deploys.nvidia import nvidia_driver
 from gpulab.deploys.ollama import ollama

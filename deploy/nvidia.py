@@ -5,7 +5,7 @@
 See ``gpulab plan inventories/lab.py`` for the branch, flavour and packages each host gets.
 """
 
-from gpulab.deploys.apt_base import apt_base
+from gpulab.deploys.apt import apt_base
 from gpulab.deploys.nvidia import nvidia_driver
 from gpulab.deploys.reboot import reboot_if_needed
 

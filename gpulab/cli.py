@@ -10,8 +10,8 @@ from pathlib import Path
 
 from gpulab.compat.cuda import CompatError, check_pinned_toolkit, choose_toolkit
 from gpulab.compat.versions import VersionError
-from gpulab.hostfacts import FactsFile, HostFacts
-from gpulab.plan import HostPlan, PlanError, make_plan
+from gpulab.facts.model import FactsFile, HostFacts
+from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 
 
@@ -83,7 +83,7 @@ def _read_facts_files(paths: Sequence[str]) -> dict[str, HostFacts]:
 def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, HostFacts], list[str]]:
     from pyinfra.api.exceptions import PyinfraError
 
-    from gpulab.facts import gather_host_facts
+    from gpulab.facts.gather import gather_host_facts
     from gpulab.inventory import connected, load_state, unreachable
 
     state = load_state(inventory, limit)

@@ -1,15 +1,23 @@
-"""apt operations gpulab needs beyond pyinfra's own: holds and Debian source components."""
+"""apt on every host: the base deploy (proxy, dpkg lock, lists, tools), holds, Debian components."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from io import StringIO
 
+from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.operations import files
+from pyinfra.operations import apt, files
 
-from gpulab.apt import AptSourceFiles, HeldPackages, add_components
+from gpulab.deploys.common import template
+from gpulab.deploys.context import host_settings
+from gpulab.facts.apt import AptSourceFiles, HeldPackages
+from gpulab.plan.apt_sources import add_components
+
+PROXY_CONF = "/etc/apt/apt.conf.d/01gpulab-proxy"
+LOCK_CONF = "/etc/apt/apt.conf.d/01gpulab-lock"
+BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "pciutils", "zstd"]
 
 
 @operation()
@@ -50,3 +58,22 @@ def debian_components(codename: str, components: list[str] | tuple[str, ...]) ->
             yield from files.put._inner(src=StringIO(new_text), dest=path, mode="644")
     if not changed:
         host.noop(f"{' '.join(components)} already enabled for {codename}")
+
+
+@deploy("gpulab apt base")
+def apt_base() -> None:
+    """Point apt at the proxy (if any), wait for the dpkg lock, update lists, add base tools."""
+    settings = host_settings(host)
+    if settings.apt_proxy or settings.https_proxy:
+        files.template(
+            name="apt proxy", src=template("apt/gpulab-proxy.conf.j2"), dest=PROXY_CONF,
+            http_proxy=settings.apt_proxy, https_proxy=settings.https_proxy, mode="644",
+        )
+    else:
+        files.file(name="no apt proxy", path=PROXY_CONF, present=False)
+    files.template(
+        name="apt waits for the dpkg lock", src=template("apt/gpulab-lock.conf.j2"),
+        dest=LOCK_CONF, timeout=settings.apt_lock_timeout, mode="644",
+    )
+    apt.update(name="apt lists", cache_time=settings.apt_cache_time)
+    apt.packages(name="base tools", packages=BASE_PACKAGES, no_recommends=True)

@@ -1,22 +1,26 @@
-"""The settings, facts and plan of the host a deploy is running for, made once per host.
+"""What one run has learned about each host: settings, facts, plan, and operations to follow.
 
 The whole inventory's settings are validated the first time any host asks, so one bad value
-anywhere stops the run before any host is changed.
+anywhere stops the run before any host is changed. Everything is kept per pyinfra ``State``
+(one run) in a ``HostRun`` per host, read through the typed functions below, so a deploy that
+needs what an earlier one did (the driver's operations, the NVIDIA repository's) says so in
+its signature instead of reading attributes hung on pyinfra's objects.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operation import OperationMeta
 
-from gpulab.facts import gather_host_facts
-from gpulab.hostfacts import FactsFile, HostFacts
-from gpulab.plan import HostPlan, PlanError, make_plan
+from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.model import FactsFile, HostFacts
+from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 # Data key for a dry run against a recorded machine (``gpulab facts`` output), used with
 # pyinfra's ``@fake`` connector: the plan is made from the file instead of from the host.
@@ -27,27 +31,46 @@ class GpulabDataError(PyinfraError):
     """Inventory data gpulab cannot act on; raised before any operation runs."""
 
 
-def template(name: str) -> str:
-    """The path of a template under the repository's ``templates/``."""
-    return str(TEMPLATES / name)
+@dataclass
+class HostRun:
+    """One host in one run.
+
+    ``driver_ops`` are the operations that installed or upgraded the driver (a change means
+    "reboot, restart Ollama"); ``nvidia_repo_ops`` the ones that set NVIDIA's repository up,
+    ``None`` until a deploy has done so in this run.
+    """
+
+    settings: Settings
+    plan: HostPlan | None = None
+    driver_ops: list[OperationMeta] = field(default_factory=list)
+    nvidia_repo_ops: list[OperationMeta] | None = None
 
 
-def _inventory_settings(state: Any) -> dict[str, Settings]:
-    cached: dict[str, Settings] | None = getattr(state, "_gpulab_settings", None)
-    if cached is None:
+_RUNS: WeakKeyDictionary[Any, dict[str, HostRun]] = WeakKeyDictionary()
+
+
+def _inventory_runs(state: Any) -> dict[str, HostRun]:
+    runs = _RUNS.get(state)
+    if runs is None:
         hosts = [(host.name, host.data.dict()) for host in state.inventory]
         try:
-            cached = parse_inventory_settings(hosts)
+            settings = parse_inventory_settings(hosts)
         except SettingsError as error:
             message = f"inventory data is invalid, nothing was changed:\n{error}"
             raise GpulabDataError(message) from None
-        state._gpulab_settings = cached
-    return cached
+        runs = {name: HostRun(settings=value) for name, value in settings.items()}
+        _RUNS[state] = runs
+    return runs
+
+
+def host_run(host: Any) -> HostRun:
+    """This host's record for the current run (validating every host's data on first use)."""
+    return _inventory_runs(host.state)[host.name]
 
 
 def host_settings(host: Any) -> Settings:
-    """This host's validated settings (validating every host's on first use)."""
-    return _inventory_settings(host.state)[host.name]
+    """This host's validated settings."""
+    return host_run(host).settings
 
 
 def host_facts(host: Any) -> HostFacts:
@@ -60,11 +83,10 @@ def host_facts(host: Any) -> HostFacts:
 
 def host_plan(host: Any) -> HostPlan:
     """This host's plan, made once per run."""
-    cached: HostPlan | None = getattr(host, "_gpulab_plan", None)
-    if cached is None:
+    run = host_run(host)
+    if run.plan is None:
         try:
-            cached = make_plan(host.name, host_facts(host), host_settings(host))
+            run.plan = make_plan(host.name, host_facts(host), run.settings)
         except PlanError as error:
             raise GpulabDataError(f"{error}\nnothing was changed") from None
-        host._gpulab_plan = cached
-    return cached
+    return run.plan

@@ -20,22 +20,15 @@ from pyinfra.context import host
 from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.operations import apt, files
 
-from gpulab.apt import HeldPackages
 from gpulab.deploys.apt import held
-from gpulab.deploys.context import host_plan, host_settings, template
-from gpulab.deploys.cuda import debian_sources, missing_packages, nvidia_repo, say
-from gpulab.nvidia import DRIVER_HOLD_NAMES, blacklist_patterns
+from gpulab.deploys.common import missing_packages, say, template
+from gpulab.deploys.context import host_plan, host_run, host_settings
+from gpulab.deploys.nvidia_repo import debian_sources, nvidia_repo
+from gpulab.facts.apt import HeldPackages
+from gpulab.plan.driver import DRIVER_HOLD_NAMES, blacklist_patterns
 
 BLACKLIST_CONF = "/etc/apt/apt.conf.d/51gpulab-nvidia-blacklist"
 BRANCH_PIN = "/etc/apt/preferences.d/gpulab-nvidia-driver-branch"
-# Where reboot_if_needed() finds the operations whose change means "the driver changed".
-DRIVER_OPS_ATTR = "_gpulab_driver_ops"
-
-
-def driver_ops(target: object) -> list[OperationMeta]:
-    """The operations of this run that installed or upgraded the driver on ``target``."""
-    ops: list[OperationMeta] = getattr(target, DRIVER_OPS_ATTR, [])
-    return ops
 
 
 class UpgradablePackages(FactBase[list[str]]):
@@ -112,7 +105,8 @@ def nvidia_driver() -> None:
     plan = host_plan(host)
     settings = host_settings(host)
     driver = plan.driver
-    setattr(host, DRIVER_OPS_ATTR, [])
+    run = host_run(host)
+    run.driver_ops = []
     if driver.source is None:
         say(name=f"NVIDIA driver: none ({driver.reason})", message=driver.reason)
         return
@@ -159,7 +153,7 @@ def nvidia_driver() -> None:
         ops.append(upgrade_within_branch(
             name=f"driver_upgrade: newest {driver.branch} release", packages=driver.held,
         ))
-    setattr(host, DRIVER_OPS_ATTR, ops)
+    run.driver_ops = ops
     held(name=f"hold {' '.join(driver.held)}", packages=list(driver.held))
     files.template(
         name=f"unattended-upgrades leaves the driver alone ({BLACKLIST_CONF})",

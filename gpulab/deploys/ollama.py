@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from io import StringIO
 
 from pyinfra import logger
@@ -25,12 +25,11 @@ from pyinfra.facts.files import Directory, FileContents
 from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab import ollama as lib
-from gpulab.deploys.context import host_facts, host_plan, host_settings, template
-from gpulab.deploys.nvidia import driver_ops
-from gpulab.facts import LinkTarget
-from gpulab.ollama_facts import OllamaUnpacked
-from gpulab.plan import HostPlan
+from gpulab.deploys.common import changed, template
+from gpulab.deploys.context import host_facts, host_plan, host_run, host_settings
+from gpulab.facts.files import FileText, LinkTarget
+from gpulab.plan import ollama as lib
+from gpulab.plan.host import HostPlan
 from gpulab.settings import Settings
 
 _JINJA = {"trim_blocks": True, "lstrip_blocks": True}
@@ -55,7 +54,7 @@ def release_unpacked(
         release_unpacked(name="Ollama 0.34.2", version="0.34.2", machine="x86_64",
                          base="https://github.com/ollama/ollama/releases/download")
     """
-    have = host.get_fact(OllamaUnpacked, version=version)
+    have = host.get_fact(FileText, path=f"{lib.OPT_DIR}/{version}/{lib.MARKER}")
     if have and (sha256 is None or have == sha256):
         host.noop(f"Ollama {version} is already in {lib.OPT_DIR}/{version}")
         return
@@ -103,10 +102,6 @@ def traversable_dirs(path: str, owner: str, owned_below: str) -> Generator[str]:
             yield f"chmod o+x {shlex.quote(directory)}"
 
 
-def _changed(*ops: OperationMeta) -> Callable[[], bool]:
-    return lambda: any(op.did_change() for op in ops)
-
-
 def _wsl_systemd(plan: HostPlan) -> None:
     """WSL2 without systemd: turn it on in /etc/wsl.conf; the user restarts WSL."""
     current = host.get_fact(FileContents, path=lib.WSL_CONF)
@@ -142,7 +137,7 @@ def _firewall(settings: Settings, plan: HostPlan, can_run: bool) -> list[Operati
         if can_run:
             systemd.service(
                 name="Ollama firewall (re)loaded", service=lib.FIREWALL_UNIT, running=True,
-                restarted=True, daemon_reload=True, _if=_changed(rules_op, unit_op),
+                restarted=True, daemon_reload=True, _if=changed(rules_op, unit_op),
             )
             systemd.service(
                 name="Ollama firewall enabled", service=lib.FIREWALL_UNIT, running=True,
@@ -163,7 +158,7 @@ def _firewall(settings: Settings, plan: HostPlan, can_run: bool) -> list[Operati
             name="no Ollama firewall table",
             commands=[f"nft delete table inet {lib.FIREWALL_TABLE} 2>/dev/null || true",
                       "systemctl daemon-reload"],
-            _if=_changed(unit_op, rules_op),
+            _if=changed(unit_op, rules_op),
         )
     return [unit_op, rules_op]
 
@@ -230,13 +225,13 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
     if not can_run:
         return
     # Ollama finds GPUs once per process: restart it when this run changed the driver too.
-    changed = _changed(
-        release_op, lib_op, bin_op, unit_op, dropin_op, *firewall_ops, *driver_ops(host)
+    restart = changed(
+        release_op, lib_op, bin_op, unit_op, dropin_op, *firewall_ops, *host_run(host).driver_ops
     )
     systemd.service(
         name="Ollama restarted (binary, configuration or driver changed)",
         service="ollama.service", running=True, restarted=True, daemon_reload=True,
-        _if=changed,
+        _if=restart,
     )
     systemd.service(
         name="Ollama running and enabled", service="ollama.service", running=True,
@@ -253,7 +248,7 @@ def _absent(settings: Settings, plan: HostPlan) -> None:
     dropin_op = files.file(name=f"no {lib.DROPIN_PATH}", path=lib.DROPIN_PATH, present=False)
     _firewall(settings, plan, can_run)
     if can_run:
-        systemd.daemon_reload(name="systemd reloaded", _if=_changed(unit_op, dropin_op))
+        systemd.daemon_reload(name="systemd reloaded", _if=changed(unit_op, dropin_op))
     files.link(name=f"no {lib.BIN_LINK}", path=lib.BIN_LINK, present=False)
     files.link(name=f"no {lib.LIB_LINK}", path=lib.LIB_LINK, present=False)
     files.directory(name=f"no {lib.OPT_DIR}", path=lib.OPT_DIR, present=False)

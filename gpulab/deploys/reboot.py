@@ -13,22 +13,20 @@ otherwise the host fails with the reason (Secure Boot, nouveau, missing headers/
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from pyinfra import logger
-from pyinfra.api.command import FunctionCommand
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta, operation
+from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.server import RebootRequired
-from pyinfra.operations import server
+from pyinfra.operations import python, server
 
-from gpulab.deploys.context import host_plan, host_settings
-from gpulab.deploys.cuda import say
-from gpulab.deploys.nvidia import driver_ops
-from gpulab.facts import NvidiaPciDevices
-from gpulab.nvidia import check_script, diagnose, parse_check
+from gpulab.deploys.common import say, will_change
+from gpulab.deploys.context import host_plan, host_run, host_settings
+from gpulab.facts.pci import NvidiaPciDevices
+from gpulab.plan.driver import check_script, diagnose, parse_check
 
 # Connectors that are not a machine gpulab may restart.
 NEVER_REBOOTED = {"local": "@local is the machine pyinfra runs on",
@@ -44,11 +42,6 @@ def connector_refusal(connector_cls: type) -> str | None:
     """
     name = connector_cls.__name__.lower().removesuffix("connector")
     return NEVER_REBOOTED.get(name)
-
-
-def _changed(op: OperationMeta) -> bool:
-    # Before execution (pyinfra's change detection pass) only the prediction exists.
-    return op.did_change() if op.is_complete() else op.will_change
 
 
 def check_driver_loads(state: Any, host: Any, dkms_expected: bool) -> bool:
@@ -72,28 +65,21 @@ def check_driver_loads(state: Any, host: Any, dkms_expected: bool) -> bool:
     return False
 
 
-@operation(is_idempotent=False)
-def reboot_for_driver(delay: int = 10, reboot_timeout: int = 600) -> Generator[Any]:
-    """Reboot when this run changed the driver or the host requires it, then check the driver.
+@operation()
+def reboot_left_to_user(needed: Callable[[], bool]) -> Generator[str]:
+    """Change nothing; say whether this host needs the reboot that ``reboot_allowed`` forbids.
 
     .. code:: python
 
-        reboot_for_driver(name="reboot for the driver", _parallel=5)
+        reboot_left_to_user(name="reboot: left to you", needed=lambda: True)
     """
-    plan = host_plan(host)
-    driver_changed = any(_changed(op) for op in driver_ops(host))
-    required = bool(host.get_fact(RebootRequired))
-    if not (driver_changed or required):
+    if needed():
+        host.noop("a reboot is needed, but reboot_allowed is false: reboot this host yourself")
+        logger.warning(f"{host.print_prefix}needs a reboot: reboot it yourself "
+                       "(or set reboot_allowed)")
+    else:
         host.noop("no reboot needed: the driver did not change and none is required")
-        return
-    why = "the driver changed" if driver_changed else "the host requires a reboot"
-    if not plan.reboot.allowed:
-        host.noop(f"{why}, but reboot_allowed is false: reboot this host yourself")
-        logger.warning(f"{host.print_prefix}{why}: reboot it yourself (or set reboot_allowed)")
-        return
-    yield from server.reboot._inner(delay=delay, reboot_timeout=reboot_timeout)
-    if plan.driver.source is not None:
-        yield FunctionCommand(check_driver_loads, (), {"dkms_expected": plan.driver.dkms})
+    yield from ()
 
 
 @deploy("reboot if needed")
@@ -108,5 +94,23 @@ def reboot_if_needed() -> None:
     if refusal is not None:
         say(name=f"reboot: never here ({refusal})", message=f"{refusal}; reboot it yourself")
         return
+    run = host_run(host)
+
+    def needed() -> bool:
+        # Asked when the operation runs: by then the driver operations have run.
+        driver_changed = any(will_change(op) for op in run.driver_ops)
+        return driver_changed or bool(host.get_fact(RebootRequired))
+
+    if not plan.reboot.allowed:
+        reboot_left_to_user(name=f"reboot: left to you ({plan.reboot.reason})", needed=needed)
+        return
     batch = min(host_settings(other).reboot_batch for other in host.state.inventory)
-    reboot_for_driver(name=f"reboot for the driver ({plan.reboot.reason})", _parallel=batch)
+    rebooted = server.reboot(
+        name=f"reboot for the driver ({plan.reboot.reason})", delay=10, reboot_timeout=600,
+        _parallel=batch, _if=needed,
+    )
+    if plan.driver.source is not None:
+        python.call(
+            name="the NVIDIA driver loads after the reboot", function=check_driver_loads,
+            dkms_expected=plan.driver.dkms, _if=rebooted.did_change,
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpulab.deploys.apt_base import LOCK_CONF, apt_base
+from gpulab.deploys.apt import LOCK_CONF, apt_base
 from gpulab.deploys.context import GpulabDataError
 from tests.plan.harness import plan_deploy
 

@@ -236,7 +236,10 @@ def test_reboot_allowed_reboots_after_the_driver_and_checks_it() -> None:
     planned = run("ubuntu2404-rtx5090.json", reboot_allowed=True, reboot_batch=3)
     reboot = planned.op("reboot for the driver").text
     assert "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &" in reboot
-    assert "check_driver_loads" in reboot
+    assert "check_driver_loads" in planned.op("the NVIDIA driver loads after the reboot").text
+    names = planned.names()
+    reboot_at = next(i for i, name in enumerate(names) if "| reboot for the driver" in name)
+    assert names[reboot_at + 1].endswith("| the NVIDIA driver loads after the reboot")
 
 
 def test_driver_upgrade_lifts_the_hold_upgrades_and_holds_again() -> None:

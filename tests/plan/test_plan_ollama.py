@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gpulab.deploys.ollama import ollama
-from gpulab.ollama import KNOWN_SHA256
+from gpulab.plan.ollama import KNOWN_SHA256
 from tests.plan.harness import PlannedHost, plan_deploy
 
 pytestmark = pytest.mark.plan

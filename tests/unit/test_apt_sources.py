@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpulab.apt import AptSourceFiles, HeldPackages, add_components
+from gpulab.facts.apt import AptSourceFiles, HeldPackages
+from gpulab.plan.apt_sources import add_components
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpulab.deploys.reboot import connector_refusal
-from gpulab.nvidia import blacklist_patterns, check_script, diagnose, parse_check
+from gpulab.plan.driver import blacklist_patterns, check_script, diagnose, parse_check
 
 pytestmark = pytest.mark.unit
 

@@ -14,38 +14,14 @@ import pytest
 from pyinfra.api.facts import FactBase
 from pyinfra.facts.server import Arch, Hostname, KernelVersion, RebootRequired
 
-from gpulab.facts import (
-    WSL_NVIDIA_SMI,
+from gpulab.facts.cuda import (
     CudaToolkits,
-    IsWsl,
-    LoadedDriverVersion,
-    MemoryMib,
-    NvidiaPciDevices,
-    NvidiaSmi,
-    OsRelease,
-    SecureBoot,
-    SystemdRunning,
-    WslSystemd,
-    gather_host_facts,
     parse_cuda_toolkits,
     parse_cuda_version_json,
     parse_cuda_version_txt,
-    parse_is_wsl,
-    parse_lspci_nn,
-    parse_meminfo_total_mib,
-    parse_nvidia_module_version,
-    parse_nvidia_smi_output,
-    parse_nvidia_smi_query,
-    parse_os_release,
-    parse_pci_devices,
-    parse_secure_boot,
-    parse_sysfs_pci,
-    parse_systemctl_state,
-    parse_wsl_conf_systemd,
-    parse_wsl_version,
-    split_smi_cells,
 )
-from gpulab.hostfacts import (
+from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.model import (
     FACTS_FORMAT,
     CudaToolkit,
     FactsFile,
@@ -54,6 +30,30 @@ from gpulab.hostfacts import (
     PciGpu,
     SmiGpu,
     SmiStatus,
+    parse_wsl_version,
+)
+from gpulab.facts.nvidia import (
+    WSL_NVIDIA_SMI,
+    LoadedDriverVersion,
+    NvidiaSmi,
+    parse_nvidia_module_version,
+    parse_nvidia_smi_output,
+    parse_nvidia_smi_query,
+    split_smi_cells,
+)
+from gpulab.facts.pci import NvidiaPciDevices, parse_lspci_nn, parse_pci_devices, parse_sysfs_pci
+from gpulab.facts.secure_boot import SecureBoot, parse_secure_boot
+from gpulab.facts.system import (
+    IsWsl,
+    MemoryMib,
+    OsRelease,
+    SystemdRunning,
+    WslSystemd,
+    parse_is_wsl,
+    parse_meminfo_total_mib,
+    parse_os_release,
+    parse_systemctl_state,
+    parse_wsl_conf_systemd,
 )
 
 pytestmark = pytest.mark.unit

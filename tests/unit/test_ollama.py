@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-import gpulab.ollama as lib
+import gpulab.plan.ollama as lib
 from gpulab.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "ollama"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.ollama import Layout, fetch_script, switch_link_script
+from gpulab.plan.ollama import Layout, fetch_script, switch_link_script
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import build_release, corrupt_release
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gpulab.hostfacts import HostFacts, OsInfo, PciGpu, SmiGpu, SmiStatus
-from gpulab.plan import PlanError, make_plan, ubuntu_kernel_flavour
+from gpulab.facts.model import HostFacts, OsInfo, PciGpu, SmiGpu, SmiStatus
+from gpulab.plan.host import PlanError, make_plan, ubuntu_kernel_flavour
 from gpulab.settings import parse_settings
 
 pytestmark = pytest.mark.unit

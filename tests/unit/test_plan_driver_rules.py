@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gpulab.hostfacts import HostFacts, OsInfo, PciGpu
-from gpulab.plan import PlanError, make_plan
+from gpulab.facts.model import HostFacts, OsInfo, PciGpu
+from gpulab.plan.host import PlanError, make_plan
 from gpulab.settings import parse_settings
 
 pytestmark = pytest.mark.unit

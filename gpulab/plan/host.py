@@ -36,7 +36,7 @@ from gpulab.compat.tables import (
     Family,
 )
 from gpulab.compat.versions import branch_of
-from gpulab.hostfacts import HostFacts, parse_wsl_version
+from gpulab.facts.model import HostFacts, parse_wsl_version
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
 from gpulab.settings import Settings, split_host_port
 

@@ -1,0 +1,59 @@
+"""Every fact gpulab plans from, gathered into one ``HostFacts``."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from pyinfra.api.facts import FactBase
+from pyinfra.facts.server import Arch, Hostname, KernelVersion, RebootRequired
+
+from gpulab.facts.cuda import CudaToolkits
+from gpulab.facts.model import HostFacts
+from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
+from gpulab.facts.pci import NvidiaPciDevices
+from gpulab.facts.secure_boot import SecureBoot
+from gpulab.facts.system import IsWsl, MemoryMib, OsRelease, SystemdRunning, WslSystemd
+
+T = TypeVar("T")
+
+class FactHost(Protocol):
+    """What ``gather_host_facts`` needs of a host: pyinfra's ``Host.get_fact``."""
+
+    def get_fact(self, name_or_cls: type[FactBase[T]], *args: Any, **kwargs: Any) -> T: ...
+
+
+def _text(value: object, fallback: str) -> str:
+    """pyinfra's plain facts (Hostname, Arch, ...) return None when the command printed nothing."""
+    text = str(value).strip() if value is not None else ""
+    return text or fallback
+
+
+def gather_host_facts(host: FactHost) -> HostFacts:
+    """Read every fact gpulab plans from, through ``host.get_fact``, into one HostFacts.
+
+    Example (inside a pyinfra deploy or with a connected ``Host``)::
+
+        facts = gather_host_facts(host)
+        facts.pci_gpus
+        # (PciGpu(slot="01:00.0", device_id="2b85", name="GB202 [GeForce RTX 5090]"),)
+
+    ``WslSystemd`` is only read on WSL, so ``wsl_systemd`` stays None elsewhere.
+    """
+    hostname = _text(host.get_fact(Hostname), "localhost")
+    wsl = bool(host.get_fact(IsWsl))
+    return HostFacts(
+        hostname=hostname,
+        arch=_text(host.get_fact(Arch), "x86_64"),
+        os=host.get_fact(OsRelease),
+        kernel=_text(host.get_fact(KernelVersion), ""),
+        wsl=wsl,
+        wsl_systemd=bool(host.get_fact(WslSystemd)) if wsl else None,
+        systemd_running=bool(host.get_fact(SystemdRunning)),
+        secure_boot=host.get_fact(SecureBoot),
+        pci_gpus=host.get_fact(NvidiaPciDevices),
+        smi=host.get_fact(NvidiaSmi),
+        loaded_driver_version=host.get_fact(LoadedDriverVersion),
+        cuda_toolkits=host.get_fact(CudaToolkits),
+        reboot_required=bool(host.get_fact(RebootRequired)),
+        memory_mib=int(host.get_fact(MemoryMib)),
+    )
