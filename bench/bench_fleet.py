@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from gpulab.lab.fleet import Fleet  # noqa: E402
 from gpulab.lab.image import ensure_image  # noqa: E402
-from gpulab.lab.pyinfra_run import run_pyinfra  # noqa: E402
+from tests.pyinfra_run import run_pyinfra  # noqa: E402
 
 NOOP = ("files.directory", "path=/root")  # exists on every guest: a real op that changes nothing
 

@@ -1,8 +1,11 @@
 """Every compatibility table gpulab decides from, as data, in one place.
 
-Sources are in ``shared/reference/nvidia-cuda.md``: Table 3 of the CUDA Toolkit Release Notes
-(13.2.2 and 13.1.0 editions agree on every shared row), the minor-version compatibility guide,
-NVIDIA's "CUDA Toolkit, Driver, and Architecture Matrix" and the open-kernel-module rules.
+Sources: Table 3 of the CUDA Toolkit Release Notes
+(https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/; the 13.2.2 and 13.1.0 editions agree
+on every shared row), the CUDA minor-version compatibility guide
+(https://docs.nvidia.com/deploy/cuda-compatibility/), NVIDIA's "CUDA Toolkit, Driver, and
+Architecture Matrix" and the open kernel module rules of the driver README
+(https://download.nvidia.com/XFree86/Linux-x86_64/latest/README/kernel_open.html).
 """
 
 from __future__ import annotations

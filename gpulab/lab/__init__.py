@@ -4,6 +4,6 @@
   and ``rootfs.tar``; ``image.fresh_rootfs(dest)`` unpacks a writable tree for chroot tests.
 - ``fleet.Fleet`` boots N copy-on-write guests with SSH on loopback ports and writes a pyinfra
   inventory and an ssh_config; guests reach the host's 127.0.0.1 services at ``10.0.2.2``.
-- ``pyinfra_run.run_pyinfra()`` runs the pyinfra CLI and parses its ``--json`` results.
+- ``ssh.GuestSsh`` is the one SSH client that reaches them (the image's key and host keys).
 - ``commands.add_lab_parser()`` adds ``gpulab lab up|status|down``.
 """

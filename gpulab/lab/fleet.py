@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import ctypes
 import json
-import logging
 import os
 import shutil
 import signal
@@ -38,10 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 
-import paramiko
-
 from gpulab.lab.accel import Accel, detect_accel
-from gpulab.lab.image import ImagePaths, ensure_image
+from gpulab.lab.image import ImagePaths, cached_image, ensure_image
 from gpulab.lab.render import (
     LOOPBACK,
     GuestAddr,
@@ -49,15 +46,11 @@ from gpulab.lab.render import (
     render_known_hosts,
     render_ssh_config,
 )
+from gpulab.lab.ssh import GuestSsh
 
 Log = Callable[[str], None]
 STATE_FILE = "fleet.json"
 HOST_FROM_GUEST = "10.0.2.2"  # user-mode networking: the host's loopback, seen from a guest
-
-# Readiness polling fails many times per boot by design; keep paramiko's tracebacks quiet.
-_SSH_LOG = logging.getLogger("gpulab.lab.ssh")
-_SSH_LOG.propagate = False
-_SSH_LOG.addHandler(logging.NullHandler())
 
 
 def free_port() -> int:
@@ -171,7 +164,22 @@ class Fleet:
         self._closed = False
         self._old_handlers: dict[int, object] = {}
         self._lock = threading.Lock()
-        self._key: paramiko.PKey | None = None
+        self._ssh: GuestSsh | None = None
+
+    # ----- SSH -----------------------------------------------------------------------------
+    @property
+    def ssh_client(self) -> GuestSsh:
+        if self._ssh is None:
+            self._ssh = GuestSsh(self.ssh_key, self.image.host_keys)
+        return self._ssh
+
+    def ssh(self, name: str, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run ``command`` as root on a guest; (exit status, stdout+stderr)."""
+        return self.ssh_client.run(self.guests[name].port, command, timeout)
+
+    def ssh_ready(self, name: str, timeout: float = 5) -> bool:
+        """A real login and command: the only proof a guest is ready."""
+        return self.ssh_client.ready(self.guests[name].port, timeout)
 
     # ----- files for users -------------------------------------------------------------
     @property
@@ -196,14 +204,11 @@ class Fleet:
     def ssh_key(self) -> Path:
         return self.image.ssh_key
 
-    def _host_keys(self) -> list[str]:
-        return [ln for ln in self.image.host_keys.read_text().splitlines() if ln.strip()]
-
     def write_files(self) -> None:
         """(Re)write inventory, ssh_config, known_hosts and fleet.json from current ports."""
         addrs = [g.addr for g in self.guests.values()]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.known_hosts.write_text(render_known_hosts(addrs, self._host_keys()))
+        self.known_hosts.write_text(render_known_hosts(addrs, self.ssh_client.host_keys()))
         self.inventory.write_text(render_inventory(addrs, self.ssh_key, self.known_hosts))
         self.ssh_config.write_text(render_ssh_config(addrs, self.ssh_key, self.known_hosts))
         state = {
@@ -223,16 +228,13 @@ class Fleet:
         """Re-attach to a fleet started earlier (``gpulab lab status|down``)."""
         state = json.loads((state_dir / STATE_FILE).read_text())
         image_dir = Path(state["image"])
-        meta = json.loads((image_dir / "meta.json").read_text())
-        from gpulab.lab.image import _paths  # same cache entry, no rebuild check
-
         fleet = cls(
             state_dir,
             hosts=len(state["guests"]),
             vcpus=state["vcpus"],
             memory_mib=state["memory_mib"],
             tb_size_mib=state["tb_size_mib"],
-            image=_paths(image_dir, meta, cache_hit=True),
+            image=cached_image(image_dir),  # same cache entry, no rebuild check
             daemonize=state["daemonize"],
             accel=Accel(state["accel"], state.get("accel_reason", "")),
             log=log,
@@ -328,24 +330,6 @@ class Fleet:
             os.kill(pid, signal.SIGKILL)
         self._wait_exit(g, 10)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL a guest's QEMU: the guest vanishes as a crashed or unplugged host would."""
-        self.stop(name, graceful=False)
-
-    def snapshot(self, name: str, label: str = "clean") -> Path:
-        """Copy a stopped guest's overlay aside (cheap: only its changes over the base)."""
-        g = self.guests[name]
-        self._require_stopped(g)
-        dst = g.snapshot_path(label)
-        shutil.copyfile(g.overlay, dst)
-        return dst
-
-    def restore(self, name: str, label: str = "clean") -> None:
-        """Put a stopped guest's overlay back to a snapshot taken with :meth:`snapshot`."""
-        g = self.guests[name]
-        self._require_stopped(g)
-        shutil.copyfile(g.snapshot_path(label), g.overlay)
-
     def reset(self, name: str) -> None:
         """Give a stopped guest a fresh overlay: the pristine image again."""
         g = self.guests[name]
@@ -381,56 +365,6 @@ class Fleet:
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
 
-    # ----- SSH -----------------------------------------------------------------------------
-    def _transport(self, g: Guest, timeout: float) -> paramiko.Transport:
-        """An authenticated SSH transport, host key checked against the image's keys.
-
-        A bare Transport with its own log channel: while a guest boots, paramiko's default
-        logger would print a traceback for every refused banner.
-        """
-        sock = socket.create_connection((LOOPBACK, g.port), timeout=timeout)
-        t = paramiko.Transport(sock)
-        t.set_log_channel("gpulab.lab.ssh")
-        t.banner_timeout = timeout
-        t.auth_timeout = timeout
-        try:
-            t.start_client(timeout=timeout)
-            remote = t.get_remote_server_key()
-            known = {tuple(ln.split()[:2]) for ln in self._host_keys()}
-            if (remote.get_name(), remote.get_base64()) not in known:
-                raise paramiko.SSHException(f"{g.name}: host key is not the image's")
-            t.auth_publickey("root", self._pkey())
-        except BaseException:
-            t.close()
-            raise
-        return t
-
-    def _pkey(self) -> paramiko.PKey:
-        if self._key is None:
-            self._key = paramiko.Ed25519Key.from_private_key_file(str(self.ssh_key))
-        return self._key
-
-    def ssh(self, name: str, command: str, timeout: float = 60) -> tuple[int, str]:
-        """Run ``command`` as root on a guest; (exit status, stdout+stderr)."""
-        t = self._transport(self.guests[name], timeout)
-        try:
-            chan = t.open_session(timeout=timeout)
-            chan.settimeout(timeout)
-            chan.set_combine_stderr(True)
-            chan.exec_command(command)
-            out = b"".join(iter(lambda: chan.recv(65536), b""))
-            return chan.recv_exit_status(), out.decode(errors="replace")
-        finally:
-            t.close()
-
-    def ssh_ready(self, name: str, timeout: float = 5) -> bool:
-        """A real login and command: the only proof a guest is ready."""
-        try:
-            rc, _ = self.ssh(name, "true", timeout=timeout)
-        except Exception:
-            return False
-        return rc == 0
-
     def status(self) -> dict[str, object]:
         """What ``gpulab lab status --json`` prints."""
         guests = []
@@ -446,36 +380,6 @@ class Fleet:
             "ssh_config": str(self.ssh_config),
             "accel": self.accel.name,
         }
-
-    def leftovers(self, ports: dict[str, int] | None = None) -> list[str]:
-        """QEMU processes, overlays or forwarded ports still present (empty after ``close``).
-
-        ``ports`` overrides the recorded port per guest (a re-attached fleet may not know it).
-        """
-        found = []
-        for g in self.guests.values():
-            pid = g.pid()
-            if pid is not None:
-                found.append(f"{g.name}: qemu pid {pid}")
-            if g.overlay.exists():
-                found.append(f"{g.name}: overlay {g.overlay}")
-            port = (ports or {}).get(g.name, g.port)
-            if port:
-                with socket.socket() as s:
-                    s.settimeout(1)
-                    if s.connect_ex((LOOPBACK, port)) == 0:
-                        found.append(f"{g.name}: port {port} still listening")
-        needle = str(self.state_dir).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = proc.joinpath("cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"qemu-system") and needle in cmdline:
-                found.append(f"qemu process {proc.name} still running")
-        return found
 
     # ----- internals -----------------------------------------------------------------------
     def _require_stopped(self, g: Guest) -> None:

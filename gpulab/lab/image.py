@@ -139,6 +139,12 @@ def recipe_hash(rec: dict[str, object] | None = None) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def cached_image(d: Path) -> ImagePaths:
+    """The image already built in cache entry ``d`` (no rebuild check)."""
+    meta = json.loads((d / "meta.json").read_text())
+    return _paths(d, meta, cache_hit=True)
+
+
 def _paths(d: Path, meta: dict[str, object], cache_hit: bool) -> ImagePaths:
     return ImagePaths(
         dir=d,

@@ -1,7 +1,8 @@
 """What is known of the course models before they are pulled: their size on disk.
 
-Sizes are the registry's totals (``/api/tags`` ``size``) where recorded in
-``shared/reference/ollama.md``; ``approximate`` marks sizes not confirmed from the registry.
+Sizes are the registry's totals (``/api/tags`` ``size``: the sum of the layers of the published
+manifest; qwen2.5:7b, manifest ``845dbda0ea48``, is 4,683,087,332 bytes); ``approximate`` marks
+sizes not confirmed from the registry.
 """
 
 from __future__ import annotations

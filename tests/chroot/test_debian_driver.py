@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.lab.pyinfra_run import run_pyinfra
 from tests.chroot.conftest import Rootfs
 from tests.phases import record_phase
+from tests.pyinfra_run import run_pyinfra
 
 pytestmark = pytest.mark.chroot
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.lab.fleet import Fleet
 from gpulab.lab.image import ImagePaths, ensure_image
-from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
+from tests.fleet import FleetUnderTest
+from tests.needs import skip_or_fail
 from tests.phases import record_phase, timed
+from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 REPO = Path(__file__).resolve().parents[2]
 UNAVAILABLE: list[str] = []
@@ -58,9 +59,7 @@ def require_guests() -> None:
     msg = "integration guests unavailable: " + "; ".join(why)
     if msg not in UNAVAILABLE:
         UNAVAILABLE.append(msg)
-    if os.environ.get("CI"):
-        pytest.fail(msg + " (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(msg)
+    skip_or_fail(msg)
 
 
 @pytest.fixture(scope="session")
@@ -75,10 +74,12 @@ def lab_image() -> ImagePaths:
 
 
 @pytest.fixture(scope="session")
-def fleet(lab_image: ImagePaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(
+    lab_image: ImagePaths, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetUnderTest]:
     """Two booted guests for the whole session; always torn down, leftovers are an error."""
     state = tmp_path_factory.mktemp("fleet")
-    f = Fleet(state, hosts=FLEET_HOSTS, vcpus=1, memory_mib=1024, tb_size_mib=256,
+    f = FleetUnderTest(state, hosts=FLEET_HOSTS, vcpus=1, memory_mib=1024, tb_size_mib=256,
               image=lab_image,
               log=lambda m: print(m, flush=True))
     with f:
@@ -97,7 +98,7 @@ Runner = Callable[..., PyinfraResult]
 
 
 @pytest.fixture(scope="session")
-def pyinfra_runner(fleet: Fleet) -> Runner:
+def pyinfra_runner(fleet: FleetUnderTest) -> Runner:
     """Run the pyinfra CLI against the fleet's inventory; each run is timed in the summary."""
 
     def run(
@@ -117,7 +118,7 @@ def pyinfra_runner(fleet: Fleet) -> Runner:
 
 
 @pytest.fixture
-def clean_guest(fleet: Fleet) -> Callable[..., str]:
+def clean_guest(fleet: FleetUnderTest) -> Callable[..., str]:
     """Factory: ``clean_guest(name, snapshot=None)`` → a freshly booted, clean guest.
 
     Without ``snapshot`` the guest gets a fresh overlay (the pristine image, new machine-id on

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from gpulab.lab.fleet import Fleet
 from gpulab.lab.image import ImagePaths
-from gpulab.lab.pyinfra_run import PyinfraResult
+from tests.fleet import FleetUnderTest
+from tests.pyinfra_run import PyinfraResult
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,14 +42,16 @@ def deploys() -> list[Path]:
     return [BASE_DEPLOY, FLEET_DEPLOY]
 
 
-def test_deploy_runs_on_all_guests_in_parallel(fleet: Fleet, pyinfra_runner: Runner) -> None:
+def test_deploy_runs_on_all_guests_in_parallel(
+    fleet: FleetUnderTest, pyinfra_runner: Runner
+) -> None:
     result = pyinfra_runner(*deploys(), label="first deploy, 2 guests")
     assert result.rc == 0, result.describe()
     assert result.failed_hosts == [], result.describe()
     assert result.changed_hosts == sorted(fleet.guests), result.describe()
 
 
-def test_second_run_changes_nothing(fleet: Fleet, pyinfra_runner: Runner) -> None:
+def test_second_run_changes_nothing(fleet: FleetUnderTest, pyinfra_runner: Runner) -> None:
     result = pyinfra_runner(*deploys(), label="rerun (must be no-op), 2 guests")
     assert result.rc == 0, result.describe()
     assert set(result.hosts) == set(fleet.guests), result.describe()
@@ -58,7 +60,7 @@ def test_second_run_changes_nothing(fleet: Fleet, pyinfra_runner: Runner) -> Non
 
 
 @pytest.mark.parametrize("name", ["lab-01", "lab-02"])
-def test_testinfra_sees_the_deployed_state(fleet: Fleet, name: str) -> None:
+def test_testinfra_sees_the_deployed_state(fleet: FleetUnderTest, name: str) -> None:
     host = testinfra.get_host(f"paramiko://{name}", ssh_config=str(fleet.ssh_config))
     assert host.check_output("hostname") == name
     assert host.system_info.distribution == "debian"
@@ -87,7 +89,7 @@ def test_testinfra_sees_the_deployed_state(fleet: Fleet, name: str) -> None:
 
 
 def test_failed_host_is_named_and_others_finish(
-    fleet: Fleet, pyinfra_runner: Runner, clean_guest: Callable[..., str]
+    fleet: FleetUnderTest, pyinfra_runner: Runner, clean_guest: Callable[..., str]
 ) -> None:
     victim, survivor = "lab-02", "lab-01"
     fleet.ssh(survivor, "rm -f /root/fleet-run-finished")
@@ -152,7 +154,7 @@ def test_lab_cli_snapshot_restore_and_nothing_left(
                              capture_output=True, text=True, timeout=60, check=False)
         assert ssh.stdout.strip() == "lab-01", ssh.stderr
 
-        fleet = Fleet.load(state, log=lambda _: None)
+        fleet = FleetUnderTest.load(state, log=lambda _: None)
         ports = {"lab-01": fleet.guests["lab-01"].port}
         with phase_timer("snapshot + restore (2 stops, 1 boot, 1 guest)"):
             fleet.ssh("lab-01", "touch /root/before-snapshot")
@@ -172,7 +174,7 @@ def test_lab_cli_snapshot_restore_and_nothing_left(
     finally:
         down = _lab(state, "down")
     assert down.returncode == 0, down.stderr
-    fleet = Fleet(state, hosts=1, image=lab_image)
+    fleet = FleetUnderTest(state, hosts=1, image=lab_image)
     assert fleet.leftovers(ports) == []
     assert not (state / "fleet.json").exists()
     assert json.loads(_lab(state, "status", "--json").stdout)["guests"] == []

@@ -22,7 +22,6 @@ The guest has no GPU, so its gpulab facts are a recorded Debian 12 + GTX 1650 ho
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from pathlib import Path
 import pytest
 
 from gpulab.lab.fleet import Fleet
-from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
 from tests.phases import record_phase
+from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +52,11 @@ class Lab:
     facts: Path
 
     def sh(self, command: str, check: bool = True) -> str:
-        """A command on the guest over the fleet's ssh_config (login shell: profile.d runs)."""
-        done = subprocess.run(
-            ["ssh", "-F", str(self.fleet.ssh_config), GUEST, command],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"{command!r}: exit {done.returncode}\n{done.stdout}{done.stderr}")
-        return done.stdout
+        """A command on the guest as root, through the fleet's SSH client."""
+        rc, output = self.fleet.ssh(GUEST, command, timeout=120)
+        if check and rc != 0:
+            raise AssertionError(f"{command!r}: exit {rc}\n{output}")
+        return output
 
     def deploy(self, **data: object) -> PyinfraResult:
         """Run the driver and CUDA entry points on the guest with ``data`` added to its data."""
@@ -86,23 +82,11 @@ class Lab:
         return self.sh("cat /proc/sys/kernel/random/boot_id").strip()
 
 
-class _Fleet(Fleet):
-    """The lab fleet, reaching guests with the system ssh client (what users run too)."""
-
-    def ssh(self, name: str, command: str, timeout: float = 60) -> tuple[int, str]:
-        done = subprocess.run(
-            ["ssh", "-F", str(self.ssh_config), "-o", f"ConnectTimeout={int(timeout)}", name,
-             command],
-            capture_output=True, text=True, timeout=timeout + 5, check=False,
-        )
-        return done.returncode, done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("nvidia-repo")
-    with StaticServer(tmp / "www") as server, _Fleet(tmp / "fleet", hosts=1, prefix="nv",
-                                                     memory_mib=1536) as fleet:
+    with StaticServer(tmp / "www") as server, Fleet(tmp / "fleet", hosts=1, prefix="nv",
+                                                    memory_mib=1536) as fleet:
         build_repo(tmp / "www", "debian12", server.guest_url)
         fleet.up()
         facts = json.loads(RECORDED.read_text())

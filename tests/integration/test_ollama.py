@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from gpulab.lab.fleet import Fleet
-from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import ReleaseAsset, build_release
+from tests.fleet import FleetUnderTest
 from tests.phases import record_phase, timed
+from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ OLD, NEW, BAD = "0.33.0", "0.33.1", "0.33.2"
 class Lab:
     """One guest, the release server and a way to run the deploy with extra data."""
 
-    fleet: Fleet
+    fleet: FleetUnderTest
     name: str
     server: StaticServer
     releases: dict[str, ReleaseAsset]
@@ -100,7 +100,7 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("ollama-lab")
     with StaticServer(tmp / "www") as server:
         releases = {v: build_release(server.root, v) for v in (OLD, NEW)}

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from gpulab.deploys.reboot import connector_refusal
 from gpulab.plan.driver import blacklist_patterns, check_script, diagnose, parse_check
+from tests.recorded import recorded
 
 pytestmark = pytest.mark.unit
 
-RECORDED = Path(__file__).resolve().parents[1] / "data" / "recorded"
 KERNEL = "6.1.0-21-amd64"
-
-
-def recorded(name: str) -> str:
-    """A recorded output without its ``# recorded:`` provenance line."""
-    lines = (RECORDED / name).read_text().splitlines()
-    return "\n".join(line for line in lines if not line.startswith("# recorded:"))
 
 
 def output(smi: str, smi_exit: int, sb: str = "SecureBoot disabled", lsmod: str = "",
@@ -35,7 +28,7 @@ def output(smi: str, smi_exit: int, sb: str = "SecureBoot disabled", lsmod: str 
     ])
 
 
-NOT_LOADED = recorded("smi-driver-not-loaded.txt")
+NOT_LOADED = recorded("smi-driver-not-loaded.txt").rstrip("\n")
 DKMS_OK = f"nvidia-current/535.309.01, {KERNEL}, x86_64: installed"
 
 

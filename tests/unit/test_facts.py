@@ -55,21 +55,16 @@ from gpulab.facts.system import (
     parse_systemctl_state,
     parse_wsl_conf_systemd,
 )
+from tests.recorded import RECORDED, recorded
 
 pytestmark = pytest.mark.unit
 
-RECORDED = Path(__file__).resolve().parents[1] / "data" / "recorded"
 PLAN_FACTS = Path(__file__).resolve().parents[1] / "plan" / "facts"
 
 NOT_LOADED = (
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
     "Make sure that the latest NVIDIA driver is installed and running."
 )
-
-
-def recorded(name: str) -> str:
-    """A recorded output without its source line."""
-    return (RECORDED / name).read_text().split("\n", 1)[1]
 
 
 def lines(text: str) -> list[str]:

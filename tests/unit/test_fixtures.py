@@ -34,10 +34,9 @@ from tests.fixtures.ollama_release import (
     build_release,
     corrupt_release,
 )
+from tests.needs import needs
 
 pytestmark = pytest.mark.unit
-
-needs = pytest.mark.skipif
 
 
 def _tar_members(archive: Path) -> list[tarfile.TarInfo]:

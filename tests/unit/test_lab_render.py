@@ -7,13 +7,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from gpulab.lab.pyinfra_run import _extract_json, parse_results
 from gpulab.lab.render import (
     GuestAddr,
     render_inventory,
     render_known_hosts,
     render_ssh_config,
 )
+from tests.pyinfra_run import _extract_json, parse_results
 
 pytestmark = pytest.mark.unit
 

@@ -11,6 +11,8 @@ import pytest
 import gpulab.plan.ollama as lib
 from gpulab.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "ollama"
 
 

@@ -18,11 +18,17 @@ import pytest
 from gpulab.plan.ollama import Layout, fetch_script, switch_link_script
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import build_release, corrupt_release
+from tests.needs import skip_or_fail
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("curl", "zstd", "tar", "sha256sum")),
-    reason="needs curl, zstd, tar and sha256sum",
-)
+pytestmark = pytest.mark.unit
+FETCH_TOOLS = ("curl", "zstd", "tar", "sha256sum")
+
+
+@pytest.fixture(autouse=True)
+def _fetch_tools() -> None:
+    missing = [tool for tool in FETCH_TOOLS if shutil.which(tool) is None]
+    if missing:
+        skip_or_fail(f"the fetch script needs {', '.join(missing)}")
 
 
 @pytest.fixture

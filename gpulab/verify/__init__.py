@@ -1,0 +1,1 @@
+"""The verification suite: pytest-testinfra checks that prove each host of a room ready."""

@@ -1,0 +1,64 @@
+"""The lab fleet with what only tests do to guests: crash them, snapshot and restore them,
+and prove that nothing is left behind."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+from gpulab.lab.fleet import Fleet
+from gpulab.lab.render import LOOPBACK
+
+
+class FleetUnderTest(Fleet):
+    """A ``Fleet`` whose guests tests may kill, snapshot and restore."""
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a guest's QEMU: the guest vanishes as a crashed or unplugged host would."""
+        self.stop(name, graceful=False)
+
+    def snapshot(self, name: str, label: str = "clean") -> Path:
+        """Copy a stopped guest's overlay aside (cheap: only its changes over the base)."""
+        g = self.guests[name]
+        self._require_stopped(g)
+        dst = g.snapshot_path(label)
+        shutil.copyfile(g.overlay, dst)
+        return dst
+
+    def restore(self, name: str, label: str = "clean") -> None:
+        """Put a stopped guest's overlay back to a snapshot taken with :meth:`snapshot`."""
+        g = self.guests[name]
+        self._require_stopped(g)
+        shutil.copyfile(g.snapshot_path(label), g.overlay)
+
+
+    def leftovers(self, ports: dict[str, int] | None = None) -> list[str]:
+        """QEMU processes, overlays or forwarded ports still present (empty after ``close``).
+
+        ``ports`` overrides the recorded port per guest (a re-attached fleet may not know it).
+        """
+        found = []
+        for g in self.guests.values():
+            pid = g.pid()
+            if pid is not None:
+                found.append(f"{g.name}: qemu pid {pid}")
+            if g.overlay.exists():
+                found.append(f"{g.name}: overlay {g.overlay}")
+            port = (ports or {}).get(g.name, g.port)
+            if port:
+                with socket.socket() as s:
+                    s.settimeout(1)
+                    if s.connect_ex((LOOPBACK, port)) == 0:
+                        found.append(f"{g.name}: port {port} still listening")
+        needle = str(self.state_dir).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = proc.joinpath("cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"qemu-system") and needle in cmdline:
+                found.append(f"qemu process {proc.name} still running")
+        return found
