@@ -199,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     facts.set_defaults(func=cmd_facts)
 
     from gpulab.lab.commands import add_lab_parser
+    from gpulab.models.commands import add_models_parser
 
     add_lab_parser(commands)
+    add_models_parser(commands)
     return parser
 
 
