@@ -42,7 +42,7 @@ def cmd_compat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inventory_settings(inventory: str, limit: list[str] | None) -> dict[str, Settings]:
+def inventory_settings(inventory: str, limit: list[str] | None) -> dict[str, Settings]:
     from gpulab.inventory import host_data, load_state
 
     state = load_state(inventory, limit)
@@ -53,7 +53,7 @@ def _inventory_settings(inventory: str, limit: list[str] | None) -> dict[str, Se
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate every host's data without connecting."""
     try:
-        settings = _inventory_settings(args.inventory, None)
+        settings = inventory_settings(args.inventory, None)
     except SettingsError as error:
         if args.json:
             _print_json({"valid": False, "problems": [
@@ -113,7 +113,7 @@ def _plan_row(plan: HostPlan) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     """One plan per host, each decision with its reason."""
     try:
-        settings = _inventory_settings(args.inventory, args.limit)
+        settings = inventory_settings(args.inventory, args.limit)
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 1
