@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gpulab.compat.cuda import CompatError, check_pinned_toolkit, choose_toolkit
 from gpulab.compat.versions import VersionError
@@ -80,6 +81,11 @@ def _read_facts_files(paths: Sequence[str]) -> dict[str, HostFacts]:
     return facts
 
 
+def _models_dir(data: Any) -> str:
+    """The host's ``ollama_models_dir`` (its data is validated before any host is reached)."""
+    return str(data.get("ollama_models_dir") or Settings.model_fields["ollama_models_dir"].default)
+
+
 def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, HostFacts], list[str]]:
     from pyinfra.api.exceptions import PyinfraError
 
@@ -89,7 +95,7 @@ def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, Hos
     state = load_state(inventory, limit)
     try:
         with connected(state) as hosts:
-            facts = {host.name: gather_host_facts(host) for host in hosts}
+            facts = {host.name: gather_host_facts(host, _models_dir(host.data)) for host in hosts}
     except PyinfraError as error:  # every host failed to connect, or a fact failed
         print(f"gpulab: gathering facts failed: {error}", file=sys.stderr)
         facts = {}

@@ -174,7 +174,7 @@ class Settings(BaseModel):
         default=False, description="With ollama_state: absent, also delete the models."
     )
 
-    # --- course models (pulled in the next round) --------------------------------------
+    # --- course models ----------------------------------------------------------------
     models: list[str] = Field(
         default_factory=lambda: list(COURSE_MODELS),
         description="Ollama model names every host gets.",
@@ -183,7 +183,15 @@ class Settings(BaseModel):
         default="direct",
         description="direct: each host pulls; seeded: fetched once for the room, then copied.",
     )
-    models_registry: str = Field(default=OLLAMA_REGISTRY, description="Ollama model registry.")
+    models_registry: str = Field(
+        default=OLLAMA_REGISTRY,
+        description="Ollama model registry, or a mirror serving the same names "
+                    "(http://10.0.0.5:9200); hosts still list the canonical names.",
+    )
+    models_remove_unlisted: bool = Field(
+        default=False,
+        description="Delete models a host holds that `models` no longer lists (default: keep).",
+    )
 
     # --- vLLM (optional) ----------------------------------------------------------------
     vllm_enabled: bool = Field(default=False, description="Install vLLM as a service too.")

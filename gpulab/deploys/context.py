@@ -77,7 +77,7 @@ def host_facts(host: Any) -> HostFacts:
     """This host's facts: gathered live, or read from a recorded file for a dry run."""
     recorded = host.data.get(RECORDED_FACTS_KEY)
     if recorded is None:
-        return gather_host_facts(host)
+        return gather_host_facts(host, host_settings(host).ollama_models_dir)
     return FactsFile.model_validate_json(Path(recorded).read_text()).facts
 
 

@@ -9,6 +9,7 @@ from pyinfra.facts.server import Arch, Hostname, KernelVersion, RebootRequired
 
 from gpulab.facts.cuda import CudaToolkits
 from gpulab.facts.model import HostFacts
+from gpulab.facts.models import OllamaModelStore
 from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.facts.secure_boot import SecureBoot
@@ -28,15 +29,16 @@ def _text(value: object, fallback: str) -> str:
     return text or fallback
 
 
-def gather_host_facts(host: FactHost) -> HostFacts:
+def gather_host_facts(host: FactHost, models_dir: str) -> HostFacts:
     """Read every fact gpulab plans from, through ``host.get_fact``, into one HostFacts.
 
     Example (inside a pyinfra deploy or with a connected ``Host``)::
 
-        facts = gather_host_facts(host)
+        facts = gather_host_facts(host, models_dir="/usr/share/ollama/.ollama/models")
         facts.pci_gpus
         # (PciGpu(slot="01:00.0", device_id="2b85", name="GB202 [GeForce RTX 5090]"),)
 
+    ``models_dir`` is the host's ``OLLAMA_MODELS`` (``ollama_models_dir``).
     ``WslSystemd`` is only read on WSL, so ``wsl_systemd`` stays None elsewhere.
     """
     hostname = _text(host.get_fact(Hostname), "localhost")
@@ -56,4 +58,5 @@ def gather_host_facts(host: FactHost) -> HostFacts:
         cuda_toolkits=host.get_fact(CudaToolkits),
         reboot_required=bool(host.get_fact(RebootRequired)),
         memory_mib=int(host.get_fact(MemoryMib)),
+        model_store=host.get_fact(OllamaModelStore, models_dir=models_dir),
     )

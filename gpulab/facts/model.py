@@ -79,6 +79,20 @@ def parse_wsl_version(text: str) -> int | None:
     return None
 
 
+class StoreManifest(_Frozen):
+    """One manifest file in the host's model store: its path below ``manifests/``, its bytes."""
+
+    path: str
+    data_base64: str
+
+
+class ModelStoreFacts(_Frozen):
+    """The host's ``OLLAMA_MODELS``: manifests, and blob file names with their sizes."""
+
+    manifests: tuple[StoreManifest, ...] = ()
+    blobs: dict[str, int] = Field(default_factory=dict)
+
+
 class HostFacts(_Frozen):
     """Everything the plan needs to know about one host, gathered before anything changes."""
 
@@ -100,6 +114,7 @@ class HostFacts(_Frozen):
     cuda_toolkits: tuple[CudaToolkit, ...] = ()
     reboot_required: bool = False
     memory_mib: int = 0
+    model_store: ModelStoreFacts = ModelStoreFacts()
 
 
 class FactsFile(_Frozen):

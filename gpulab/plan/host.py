@@ -37,7 +37,7 @@ from gpulab.compat.tables import (
 )
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
-from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
+from gpulab.plan.models import ModelFit, plan_models
 from gpulab.settings import Settings, split_host_port
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
@@ -114,15 +114,6 @@ class OllamaPlan(_Plan):
     allowed_clients: tuple[str, ...] = ()
     after_nvidia: bool
     service_can_run: bool
-    reason: str
-
-
-class ModelFit(_Plan):
-    """Whether a course model fits this host's GPU memory (None: not known yet)."""
-
-    name: str
-    size_bytes: int | None
-    fits_gpu: bool | None
     reason: str
 
 
@@ -435,31 +426,6 @@ def plan_ollama(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Oll
         allowed_clients=tuple(settings.ollama_allowed_clients),
         after_nvidia=driver.source is not None, service_can_run=can_run, reason=reason,
     )
-
-
-def plan_models(facts: HostFacts, settings: Settings) -> tuple[ModelFit, ...]:
-    """Which course models fit in the GPU memory the host reports."""
-    vram_mib = max((gpu.memory_total_mib or 0 for gpu in facts.smi.gpus), default=0)
-    fits: list[ModelFit] = []
-    for name in settings.models:
-        known = KNOWN_MODELS.get(name)
-        if known is None:
-            fits.append(ModelFit(name=name, size_bytes=None, fits_gpu=None,
-                                 reason="size unknown until pulled"))
-            continue
-        need_mib = int(known.size_bytes * RUNTIME_OVERHEAD / 2**20)
-        size_text = f"{'~' if known.approximate else ''}{known.size_bytes / 1e9:.1f} GB"
-        if not facts.smi.gpus:
-            fits.append(ModelFit(name=name, size_bytes=known.size_bytes, fits_gpu=None,
-                                 reason=f"{size_text}; GPU memory unknown until the driver runs"))
-        elif vram_mib >= need_mib:
-            fits.append(ModelFit(name=name, size_bytes=known.size_bytes, fits_gpu=True,
-                                 reason=f"{size_text} fits {vram_mib} MiB"))
-        else:
-            fits.append(ModelFit(name=name, size_bytes=known.size_bytes, fits_gpu=False,
-                                 reason=f"{size_text} needs ~{need_mib} MiB, GPU has {vram_mib}:"
-                                        " runs partly on the CPU"))
-    return tuple(fits)
 
 
 def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> RebootPlan:

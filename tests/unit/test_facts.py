@@ -26,12 +26,14 @@ from gpulab.facts.model import (
     CudaToolkit,
     FactsFile,
     HostFacts,
+    ModelStoreFacts,
     OsInfo,
     PciGpu,
     SmiGpu,
     SmiStatus,
     parse_wsl_version,
 )
+from gpulab.facts.models import OllamaModelStore
 from gpulab.facts.nvidia import (
     WSL_NVIDIA_SMI,
     LoadedDriverVersion,
@@ -641,12 +643,13 @@ def _bare_metal_values() -> dict[type[FactBase[Any]], Any]:
         LoadedDriverVersion: None,
         CudaToolkits: (CudaToolkit(path="/usr/local/cuda-12.8", version="12.8.1"),),
         MemoryMib: 64008,
+        OllamaModelStore: ModelStoreFacts(),
     }
 
 
 def test_gather_host_facts_bare_metal() -> None:
     host = FakeHost(_bare_metal_values())
-    facts = gather_host_facts(host)
+    facts = gather_host_facts(host, "/srv/models")
     assert facts == HostFacts(
         hostname="lab-noble-5090",
         arch="x86_64",
@@ -684,7 +687,7 @@ def test_gather_host_facts_wsl() -> None:
             "NVIDIA GeForce RTX 3050 Laptop GPU, 566.36, 4096\nexit=0"
         ),
     }
-    facts = gather_host_facts(FakeHost(values))
+    facts = gather_host_facts(FakeHost(values), "/srv/models")
     assert facts.hostname == "wsl-jammy-566"
     assert (facts.wsl, facts.wsl_systemd) == (True, True)
     assert facts.pci_gpus == ()
@@ -694,7 +697,7 @@ def test_gather_host_facts_wsl() -> None:
 def test_gather_host_facts_empty_plain_facts() -> None:
     # pyinfra's plain facts give None when their command printed nothing.
     values = _bare_metal_values() | {Hostname: None, Arch: None, KernelVersion: None}
-    facts = gather_host_facts(FakeHost(values))
+    facts = gather_host_facts(FakeHost(values), "/srv/models")
     assert (facts.hostname, facts.arch, facts.kernel) == ("localhost", "x86_64", "")
 
 
