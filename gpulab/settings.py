@@ -188,6 +188,11 @@ class Settings(BaseModel):
         description="Ollama model registry, or a mirror serving the same names "
                     "(http://10.0.0.5:9200); hosts still list the canonical names.",
     )
+    models_store: str | None = Field(
+        default=None,
+        description="seeded: the instructor's store that hosts are copied from "
+                    "(filled by `gpulab models fetch --store DIR`).",
+    )
     models_remove_unlisted: bool = Field(
         default=False,
         description="Delete models a host holds that `models` no longer lists (default: keep).",

@@ -65,7 +65,7 @@ def _describe(command: object) -> str:
     if isinstance(command, FileUploadCommand):
         source = command.src
         if isinstance(source, str):
-            content = Path(source).read_text()
+            content = Path(source).read_bytes().decode(errors="replace")  # blobs are binary
         else:
             source.seek(0)
             content = source.read()

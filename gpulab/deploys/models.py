@@ -1,0 +1,139 @@
+"""Course models into each host's Ollama store, the room's one copy coming from the instructor.
+
+``seeded``: the instructor's store (``models_store``, filled once by ``gpulab models fetch`` or
+``import``) is the source; each host is sent only the blobs it lacks. Every file lands under a
+temporary name in ``blobs/``, is sha256-checked **on the host**, owned by ``ollama``, touched
+(a fresh mtime, so Ollama's startup prune of unreferenced blobs older than an hour keeps it)
+and renamed into place: blobs first, the manifest last. Then the host's own ``/api/tags``
+must list the model. A host that has everything is sent nothing.
+
+    from gpulab.deploys.models import course_models
+    course_models()
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Generator
+from functools import cache
+from pathlib import Path
+
+from pyinfra.api.deploy import deploy
+from pyinfra.api.operation import operation
+from pyinfra.context import host
+from pyinfra.operations import files
+
+from gpulab.deploys.common import say
+from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
+from gpulab.models.names import parse_model_name
+from gpulab.models.store import Store, StoredModel
+
+OWNER = "ollama"
+
+
+@cache
+def _complete_in_store(root: str, name_text: str) -> StoredModel:
+    """The instructor's copy of a model, every blob checked once per run (not once per host)."""
+    name = parse_model_name(name_text)
+    store = Store(Path(root).expanduser())
+    stored = store.read(name)
+    if stored is None:
+        raise GpulabDataError(f"{name.short}: not in models_store {root}: run `gpulab models "
+                              f"fetch {name.short} --store {root}` first\nnothing was changed")
+    missing = store.missing_blobs(stored.manifest)
+    if missing:
+        raise GpulabDataError(f"{name.short}: models_store {root} lacks or holds corrupt "
+                              f"{', '.join(layer.digest for layer in missing)}: run `gpulab "
+                              f"models fetch {name.short} --store {root}` again\n"
+                              "nothing was changed")
+    return stored
+
+
+@operation()
+def verified_file(src: str, dest: str, sha256: str, staging_dir: str) -> Generator[str]:
+    """``src`` (on this machine) at ``dest`` on the host, only if its sha256 checks out there.
+
+    Uploaded as ``<staging_dir>/.gpulab-<name>``, checked with ``sha256sum``, owned by
+    ``ollama`` with a fresh mtime, then renamed over ``dest`` (atomic: same filesystem).
+
+    .. code:: python
+
+        verified_file(name="blob 2bada8a74506", src="/srv/store/blobs/sha256-2bada8...",
+                      dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
+                      sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
+    """
+    staged = posixpath.join(staging_dir, f".gpulab-{posixpath.basename(dest)}")
+    yield from files.put._inner(src=src, dest=staged, user=OWNER, group=OWNER, mode="644")
+    quoted, final = shlex.quote(staged), shlex.quote(dest)
+    mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
+    yield (f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
+           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi")
+    yield f"touch {quoted} && mv -f {quoted} {final}"
+
+
+@operation()
+def listed_by_ollama(model: str, api_base: str) -> Generator[str]:
+    """The host's running Ollama lists ``model`` in ``GET /api/tags``.
+
+    .. code:: python
+
+        listed_by_ollama(model="qwen2.5:7b", api_base="http://127.0.0.1:11434")
+    """
+    check = ("import json,sys; names={m['name'] for m in json.load(sys.stdin)['models']}; "
+             "sys.exit(0 if sys.argv[1] in names else sys.argv[1]+': copied, but Ollama does "
+             "not list it: see journalctl -u ollama')")
+    yield (f"curl -fsS --retry 5 --retry-connrefused {shlex.quote(api_base + '/api/tags')} | "
+           f"python3 -c {shlex.quote(check)} {shlex.quote(model)}")
+
+
+@deploy("gpulab course models")
+def course_models() -> None:
+    """Each host gets the course models its plan names (``gpulab plan`` shows them)."""
+    settings = host_settings(host)
+    plan = host_plan(host)
+    if settings.ollama_state == "absent":
+        say(name="Models: none", message="ollama_state is absent")
+        return
+    to_bring = [fit for fit in plan.models if fit.action in ("copy", "pull")]
+    if not to_bring:
+        say(name="Models: present", message=", ".join(f.name for f in plan.models) or "none")
+        return
+    if settings.models_distribution == "direct":
+        raise GpulabDataError(f"{host.name}: models_distribution: direct is not deployed yet; "
+                              "use seeded with models_store\nnothing was changed")
+    if settings.models_store is None:
+        raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
+                              "instructor's store (gpulab models fetch --store DIR)\n"
+                              "nothing was changed")
+    root = settings.ollama_models_dir
+    held_blobs = host_facts(host).model_store.blobs
+    store = Store(Path(settings.models_store).expanduser())
+    listen = plan.ollama.listen_host
+    api_base = (f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::', '') else listen}"
+                f":{plan.ollama.listen_port}")
+    for level in ("blobs", "manifests"):
+        files.directory(name=f"Models: {level}/", path=posixpath.join(root, level),
+                        user=OWNER, group=OWNER, mode="755")
+    blobs_dir = posixpath.join(root, "blobs")
+    for fit in to_bring:
+        model = _complete_in_store(settings.models_store, fit.name)
+        for layer in model.manifest.blobs:
+            if held_blobs.get(layer.file_name) != layer.size:
+                verified_file(name=f"Models: {model.name.short} blob {layer.hex[:12]}",
+                              src=str(store.blob_file(layer)),
+                              dest=posixpath.join(blobs_dir, layer.file_name),
+                              sha256=layer.hex, staging_dir=blobs_dir)
+        if fit.manifest_digest != model.digest:
+            parts = model.name.manifest_path.split("/")
+            for depth in range(2, len(parts)):
+                files.directory(name=f"Models: {'/'.join(parts[:depth])}/",
+                                path=posixpath.join(root, *parts[:depth]),
+                                user=OWNER, group=OWNER, mode="755")
+            verified_file(name=f"Models: {model.name.short} manifest",
+                          src=str(store.manifest_file(model.name)),
+                          dest=posixpath.join(root, model.name.manifest_path),
+                          sha256=model.digest, staging_dir=blobs_dir)
+        if plan.ollama.service_can_run:
+            listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
+                             model=model.name.short, api_base=api_base)

@@ -1,0 +1,115 @@
+"""The course models deploy (seeded), planned against recorded facts and a real store."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpulab.deploys.context import GpulabDataError
+from gpulab.deploys.models import course_models
+from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
+from tests.plan.harness import FACTS_DIR, PlannedHost, plan_deploy
+
+pytestmark = pytest.mark.plan
+
+MODELS = "/usr/share/ollama/.ollama/models"
+QWEN_PATH = "registry.ollama.ai/library/qwen2.5/7b"
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Path, PublishedModel]:
+    """An instructor's store holding qwen2.5:7b (a tiny real GGUF), as fetch leaves it."""
+    model = RegistryStandIn(tmp_path / "registry").publish("qwen2.5:7b")
+    store = tmp_path / "store"
+    for digest in model.blobs:
+        source = tmp_path / "registry" / "cdn" / "ollama/docker/registry/v2/blobs/sha256"
+        blob = source / digest[7:9] / digest[7:] / "data"
+        (store / "blobs").mkdir(parents=True, exist_ok=True)
+        (store / "blobs" / digest.replace(":", "-")).write_bytes(blob.read_bytes())
+    (store / "manifests" / QWEN_PATH).parent.mkdir(parents=True)
+    (store / "manifests" / QWEN_PATH).write_bytes(model.manifest)
+    return store, model
+
+
+def _host_facts(tmp_path: Path, model: PublishedModel, blobs: dict[str, int]) -> str:
+    """A recorded Debian 12 host whose store holds ``blobs`` and qwen's manifest."""
+    recorded = json.loads((FACTS_DIR / "debian12-gtx1650.json").read_text())
+    recorded["facts"]["model_store"] = {
+        "manifests": [{"path": QWEN_PATH,
+                       "data_base64": base64.b64encode(model.manifest).decode()}],
+        "blobs": blobs,
+    }
+    path = tmp_path / "debian12-with-models.json"
+    path.write_text(json.dumps(recorded))
+    return str(path)
+
+
+def _plan(facts: str, store: Path, **data: Any) -> PlannedHost:
+    return plan_deploy(course_models, facts, {
+        "models": ["qwen2.5:7b"], "models_distribution": "seeded", "models_store": str(store),
+        **data,
+    }, {"uname -s": "Linux"})
+
+
+def _names(planned: PlannedHost) -> list[str]:
+    """Operation names without the deploy's prefix (``gpulab course models | ``)."""
+    return [name.rpartition(" | ")[2] for name in planned.names()]
+
+
+def test_a_fresh_host_gets_every_blob_checked_then_the_manifest(
+    seeded: tuple[Path, PublishedModel]
+) -> None:
+    store, model = seeded
+    planned = _plan("debian12-gtx1650.json", store)
+    uploads = [name for name in _names(planned) if name.startswith("Models: qwen2.5:7b ")]
+    assert len(uploads) == len(model.blobs) + 1
+    assert uploads[-1] == "Models: qwen2.5:7b manifest"  # the manifest is written last
+    for digest in model.blobs:
+        op = planned.op(f"blob {digest[7:19]}")
+        staged = f"{MODELS}/blobs/.gpulab-{digest.replace(':', '-')}"
+        assert f"upload {staged}" in op.text
+        assert f"echo {digest[7:]}'  '{staged} | sha256sum --check --status --strict" in op.text
+        assert f"touch {staged} && mv -f {staged} {MODELS}/blobs/{digest.replace(':', '-')}" \
+            in op.text
+        assert "chown ollama:ollama" in op.text
+    manifest = planned.op("qwen2.5:7b manifest").text
+    assert f"mv -f {MODELS}/blobs/.gpulab-7b {MODELS}/manifests/{QWEN_PATH}" in manifest
+    assert _names(planned)[-1] == "Models: Ollama lists qwen2.5:7b"
+    assert "/api/tags" in planned.op("Ollama lists").text
+
+
+def test_a_host_missing_one_blob_gets_only_that_blob(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    layers = sorted(model.blobs.items())
+    held = {digest.replace(":", "-"): size for digest, size in layers[1:]}
+    planned = _plan(_host_facts(tmp_path, model, held), store)
+    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
+    assert sent == [f"Models: qwen2.5:7b blob {layers[0][0][7:19]}"]
+
+
+def test_a_complete_host_is_sent_nothing(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    held = {digest.replace(":", "-"): size for digest, size in model.blobs.items()}
+    planned = _plan(_host_facts(tmp_path, model, held), store)
+    assert _names(planned) == ["Models: present"]
+    assert planned.text == ""
+
+
+def test_an_incomplete_store_stops_before_any_change(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    blob = store / "blobs" / model.model_digest.replace(":", "-")
+    blob.write_bytes(b"corrupt")
+    with pytest.raises(GpulabDataError, match=r"lacks or holds corrupt .*`gpulab models fetch"):
+        _plan("debian12-gtx1650.json", store)
+    with pytest.raises(GpulabDataError, match="not in models_store"):
+        _plan("debian12-gtx1650.json", tmp_path / "empty")
