@@ -95,6 +95,13 @@ def course_models() -> None:
     if settings.ollama_state == "absent":
         say(name="Models: none", message="ollama_state is absent")
         return
+    for fit in plan.models:
+        if fit.action == "remove":
+            # Like `ollama rm`, by its manifest; Ollama's next start prunes the unused blobs.
+            files.file(name=f"Models: {fit.name} removed (models_remove_unlisted)",
+                       path=posixpath.join(settings.ollama_models_dir,
+                                           parse_model_name(fit.name).manifest_path),
+                       present=False)
     to_bring = [fit for fit in plan.models if fit.action in ("copy", "pull")]
     if not to_bring:
         say(name="Models: present", message=", ".join(f.name for f in plan.models) or "none")

@@ -113,3 +113,16 @@ def test_an_incomplete_store_stops_before_any_change(
         _plan("debian12-gtx1650.json", store)
     with pytest.raises(GpulabDataError, match="not in models_store"):
         _plan("debian12-gtx1650.json", tmp_path / "empty")
+
+
+def test_an_unlisted_model_is_kept_unless_told(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    held = {digest.replace(":", "-"): size for digest, size in model.blobs.items()}
+    facts = _host_facts(tmp_path, model, held)
+    kept = _plan(facts, store, models=[])
+    assert _names(kept) == ["Models: present"] and kept.text == ""
+    removed = _plan(facts, store, models=[], models_remove_unlisted=True)
+    assert _names(removed)[0] == "Models: qwen2.5:7b removed (models_remove_unlisted)"
+    # (the @fake host's file facts see no file, so pyinfra plans no rm command to read here)
