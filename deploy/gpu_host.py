@@ -1,4 +1,5 @@
-"""The whole stack for each host, in order: apt base, NVIDIA driver, CUDA toolkit, Ollama.
+"""The whole stack for each host, in order: apt base, NVIDIA driver, CUDA toolkit, Ollama,
+the course models.
 
     pyinfra inventories/lab.py deploy/gpu_host.py
 
@@ -8,6 +9,7 @@ Every host's data is validated and its plan made before any host is changed; see
 
 from gpulab.deploys.apt import apt_base
 from gpulab.deploys.cuda import cuda_toolkit
+from gpulab.deploys.models import course_models
 from gpulab.deploys.nvidia import nvidia_driver
 from gpulab.deploys.ollama import ollama
 from gpulab.deploys.reboot import reboot_if_needed
@@ -17,3 +19,4 @@ nvidia_driver()
 reboot_if_needed()
 cuda_toolkit()
 ollama()
+course_models()

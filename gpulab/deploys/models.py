@@ -1,5 +1,8 @@
 """Course models into each host's Ollama store, the room's one copy coming from the instructor.
 
+``direct``: each host's own Ollama pulls (``POST /api/pull``) through a small client the
+deploy uploads; a model already complete on the host (the plan reads its store) is not pulled.
+
 ``seeded``: the instructor's store (``models_store``, filled once by ``gpulab models fetch`` or
 ``import``) is the source; each host is sent only the blobs it lacks. Every file lands under a
 temporary name in ``blobs/``, is sha256-checked **on the host**, owned by ``ollama``, touched
@@ -24,12 +27,14 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from gpulab.deploys.common import say
+from gpulab.deploys.common import say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
 from gpulab.models.names import parse_model_name
 from gpulab.models.store import Store, StoredModel
+from gpulab.plan.models import ModelFit
 
 OWNER = "ollama"
+PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
 
 
 @cache
@@ -87,6 +92,41 @@ def listed_by_ollama(model: str, api_base: str) -> Generator[str]:
            f"python3 -c {shlex.quote(check)} {shlex.quote(model)}")
 
 
+@operation()
+def pulled(model: str, api_base: str, pull_name: str, insecure: bool) -> Generator[str]:
+    """The host's own Ollama pulls ``pull_name`` (``POST /api/pull``), stored as ``model``.
+
+    Runs ``PULL_SCRIPT`` (uploaded by the deploy): the NDJSON stream read to the end, a final
+    error line failing the host with its message, network errors retried with backoff, no
+    overall timeout. Through a mirror the result is copied to the canonical name.
+
+    .. code:: python
+
+        pulled(model="qwen2.5:7b", api_base="http://127.0.0.1:11434",
+               pull_name="http://10.0.0.5:9200/library/qwen2.5:7b", insecure=True)
+    """
+    command = ["python3", PULL_SCRIPT, api_base, pull_name]
+    if insecure:
+        command.append("--insecure")
+    if parse_model_name(pull_name) != parse_model_name(model):
+        command += ["--copy-to", model]
+    yield " ".join(shlex.quote(part) for part in command)
+
+
+def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: bool) -> None:
+    if not can_run:
+        raise GpulabDataError(f"{host.name}: models_distribution: direct needs the host's "
+                              "Ollama running (see the Ollama step); use seeded instead\n"
+                              "nothing was changed")
+    files.template(name="Models: the pull client", src=template("models/ollama-pull.py.j2"),
+                   dest=PULL_SCRIPT, mode="755")
+    for fit in to_bring:
+        name = parse_model_name(fit.name)
+        source = name if registry.rstrip("/") == name.base_url else name.through(registry)
+        pulled(name=f"Models: pull {name.short}", model=name.short, api_base=api_base,
+               pull_name=source.pull_name(), insecure=source.insecure)
+
+
 @deploy("gpulab course models")
 def course_models() -> None:
     """Each host gets the course models its plan names (``gpulab plan`` shows them)."""
@@ -106,9 +146,12 @@ def course_models() -> None:
     if not to_bring:
         say(name="Models: present", message=", ".join(f.name for f in plan.models) or "none")
         return
+    listen = plan.ollama.listen_host
+    api_base = (f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::', '') else listen}"
+                f":{plan.ollama.listen_port}")
     if settings.models_distribution == "direct":
-        raise GpulabDataError(f"{host.name}: models_distribution: direct is not deployed yet; "
-                              "use seeded with models_store\nnothing was changed")
+        _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run)
+        return
     if settings.models_store is None:
         raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
                               "instructor's store (gpulab models fetch --store DIR)\n"
@@ -116,9 +159,6 @@ def course_models() -> None:
     root = settings.ollama_models_dir
     held_blobs = host_facts(host).model_store.blobs
     store = Store(Path(settings.models_store).expanduser())
-    listen = plan.ollama.listen_host
-    api_base = (f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::', '') else listen}"
-                f":{plan.ollama.listen_port}")
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {level}/", path=posixpath.join(root, level),
                         user=OWNER, group=OWNER, mode="755")

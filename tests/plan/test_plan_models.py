@@ -126,3 +126,27 @@ def test_an_unlisted_model_is_kept_unless_told(
     removed = _plan(facts, store, models=[], models_remove_unlisted=True)
     assert _names(removed)[0] == "Models: qwen2.5:7b removed (models_remove_unlisted)"
     # (the @fake host's file facts see no file, so pyinfra plans no rm command to read here)
+
+
+def test_direct_pulls_through_the_hosts_ollama_only_what_is_missing(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    _store, model = seeded
+    planned = plan_deploy(course_models, "debian12-gtx1650.json",
+                          {"models": ["qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16"]},
+                          {"uname -s": "Linux"})
+    assert _names(planned)[-3:] == ["Models: the pull client", "Models: pull qwen2.5:7b",
+                                    "Models: pull znbang/bge:large-zh-v1.5-f16"]
+    assert planned.op("pull qwen2.5:7b").text == (
+        "python3 /usr/local/lib/gpulab/ollama-pull http://127.0.0.1:11434 "
+        "registry.ollama.ai/library/qwen2.5:7b")
+    mirrored = plan_deploy(course_models, "debian12-gtx1650.json",
+                           {"models": ["qwen2.5:7b"], "models_registry": "http://10.0.0.5:9200"},
+                           {"uname -s": "Linux"})
+    assert mirrored.op("pull qwen2.5:7b").text == (
+        "python3 /usr/local/lib/gpulab/ollama-pull http://127.0.0.1:11434 "
+        "http://10.0.0.5:9200/library/qwen2.5:7b --insecure --copy-to qwen2.5:7b")
+    held = {digest.replace(":", "-"): size for digest, size in model.blobs.items()}
+    present = plan_deploy(course_models, _host_facts(tmp_path, model, held),
+                          {"models": ["qwen2.5:7b"]}, {"uname -s": "Linux"})
+    assert _names(present) == ["Models: present"]
