@@ -1,4 +1,5 @@
-"""The whole stack for each host, in order: apt base, NVIDIA driver, CUDA toolkit, Ollama.
+"""The whole stack for each host, in order: apt base, NVIDIA driver, CUDA toolkit, Ollama,
+vLLM (when vllm_enabled; stopped again when it is turned off).
 
     pyinfra inventories/lab.py deploy/gpu_host.py
 
@@ -11,9 +12,11 @@ from gpulab.deploys.cuda import cuda_toolkit
 from gpulab.deploys.nvidia import nvidia_driver
 from gpulab.deploys.ollama import ollama
 from gpulab.deploys.reboot import reboot_if_needed
+from gpulab.deploys.vllm import vllm
 
 apt_base()
 nvidia_driver()
 reboot_if_needed()
 cuda_toolkit()
 ollama()
+vllm()

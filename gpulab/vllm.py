@@ -12,6 +12,7 @@ compatibility (the driver meets its CUDA major's floor), else the host is refuse
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
@@ -33,6 +34,7 @@ from gpulab.compat.vllm_tables import (
 )
 from gpulab.hostfacts import HostFacts
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
+from gpulab.ollama import proxy_environment
 from gpulab.settings import Settings
 
 MIB = 2**20
@@ -277,8 +279,9 @@ def plan_vllm(
     ``driver_version`` is the driver the wheels will run on after this run (the planned
     branch's first release, or the Windows driver under WSL2), ``platform`` its numbering.
     """
+    can_run = facts.systemd_running and not (facts.wsl and facts.wsl_systemd is False)
     if not settings.vllm_enabled:
-        return VllmPlan(enabled=False, remove=settings.vllm_remove,
+        return VllmPlan(enabled=False, remove=settings.vllm_remove, service_can_run=can_run,
                         reason="vllm_enabled is false" + (" (removed)" if settings.vllm_remove
                                                           else ""))
     if not facts.pci_gpus and not facts.smi.gpus:
@@ -330,3 +333,56 @@ def resolve_api_key(settings: Settings, environ: Mapping[str, str]) -> str | Non
             f"the environment variable {settings.vllm_api_key_env} is not set on this machine: "
             "export it before running gpulab"))
     return value
+
+
+def venv_marker(plan: VllmPlan, packages: tuple[str, ...]) -> str:
+    """What a complete virtualenv was installed with; a different text means reinstall."""
+    indexes = " ".join((plan.index_url or "default", *plan.extra_index_urls))
+    return f"{' '.join(packages)} from {indexes}\n"
+
+
+def venv_packages(plan: VllmPlan, hub: str) -> tuple[str, ...]:
+    """The pinned vLLM, and ModelScope's client when the model comes from there."""
+    assert plan.requirement is not None
+    return (plan.requirement, "modelscope") if hub == "modelscope" else (plan.requirement,)
+
+
+def pip_install_command(venv: str, plan: VllmPlan, packages: tuple[str, ...]) -> str:
+    """pip into ``venv`` from the planned indexes (retrying; a variant's indexes first).
+
+    >>> pip_install_command("/opt/vllm", VllmPlan(enabled=True, reason=""), ("vllm==0.26.0",))
+    '/opt/vllm/bin/pip install --retries 10 --timeout 60 vllm==0.26.0'
+    """
+    words = [f"{venv}/bin/pip", "install", "--retries", "10", "--timeout", "60"]
+    if plan.index_url:
+        words += ["--index-url", plan.index_url]
+    for url in plan.extra_index_urls:
+        words += ["--extra-index-url", url]
+    return " ".join(shlex.quote(word) for word in (*words, *packages))
+
+
+def download_command(venv: str, model: str, hub: str) -> str:
+    """The model into the shared cache; ``hf download`` resumes a partial download."""
+    if hub == "modelscope":
+        return f"{venv}/bin/modelscope download --model {shlex.quote(model)}"
+    return f"{venv}/bin/hf download {shlex.quote(model)}"
+
+
+def model_environment(settings: Settings) -> list[tuple[str, str]]:
+    """Where the model cache is and which hub fills it: for the download and the service."""
+    env = [("HF_HOME", settings.vllm_hf_home),
+           ("MODELSCOPE_CACHE", f"{settings.vllm_hf_home}/modelscope")]
+    if settings.vllm_hf_endpoint:
+        env.append(("HF_ENDPOINT", settings.vllm_hf_endpoint))
+    if settings.vllm_hub == "modelscope":
+        env.append(("VLLM_USE_MODELSCOPE", "True"))
+    return env + proxy_environment(settings)
+
+
+def serve_arguments(plan: VllmPlan) -> list[str]:
+    """``vllm serve``'s arguments; the key is not among them (it reaches vLLM as
+    ``VLLM_API_KEY`` from the root-only environment file, never on a command line)."""
+    assert plan.model is not None
+    return ["serve", plan.model, "--host", plan.listen_host, "--port", str(plan.listen_port),
+            "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:.2f}",
+            "--max-model-len", str(plan.max_model_len)]
