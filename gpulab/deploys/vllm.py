@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from io import StringIO
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta, operation
+from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab import vllm as lib
-from gpulab.deploys.context import GpulabDataError, host_plan, host_settings, template
-from gpulab.ollama import GPU_GROUPS, proxy_environment, systemd_quote
+from gpulab.deploys.common import changed, template
+from gpulab.deploys.context import GpulabDataError, host_plan, host_settings
+from gpulab.facts.files import FileText
+from gpulab.plan import vllm as lib
+from gpulab.plan.ollama import GPU_GROUPS, proxy_environment, systemd_quote
 from gpulab.settings import Settings
 
 _JINJA = {"trim_blocks": True, "lstrip_blocks": True}
@@ -44,8 +45,7 @@ def _with_environment(command: str, environment: Sequence[tuple[str, str]]) -> s
 
 
 def _marker_is(path: str, text: str) -> bool:
-    lines = host.get_fact(FileContents, path=path)
-    return lines is not None and "\n".join(lines) + "\n" == text
+    return host.get_fact(FileText, path=path) == text.strip()
 
 
 @operation()
@@ -96,10 +96,6 @@ def model_downloaded(
     yield f"runuser -u {shlex.quote(user)} -- {_with_environment(command, environment)}"
     yield f"install -d -m 755 {shlex.quote(os.path.dirname(marker))}"
     yield f"printf '%s\\n' {shlex.quote(model)} > {shlex.quote(marker)}"
-
-
-def _changed(*ops: OperationMeta) -> Callable[[], bool]:
-    return lambda: any(op.did_change() for op in ops)
 
 
 def _api_key(settings: Settings) -> str | None:
@@ -171,7 +167,7 @@ def _present(settings: Settings, plan: lib.VllmPlan) -> None:
     systemd.service(
         name="vLLM restarted (virtualenv, unit, key or model changed)", service=lib.SERVICE,
         running=True, restarted=True, daemon_reload=True,
-        _if=_changed(*changes, env_op, unit_op),
+        _if=changed(*changes, env_op, unit_op),
     )
     systemd.service(name="vLLM running and enabled", service=lib.SERVICE, running=True,
                     enabled=True)
@@ -184,7 +180,7 @@ def _disabled(settings: Settings, plan: lib.VllmPlan) -> None:
     unit_op = files.file(name=f"no {lib.UNIT_PATH}", path=lib.UNIT_PATH, present=False)
     files.file(name=f"no {lib.ENV_FILE}", path=lib.ENV_FILE, present=False)
     if plan.service_can_run:
-        systemd.daemon_reload(name="systemd reloaded", _if=_changed(unit_op))
+        systemd.daemon_reload(name="systemd reloaded", _if=changed(unit_op))
     if plan.remove:
         files.directory(name=f"no {settings.vllm_venv}", path=settings.vllm_venv,
                         present=False)

@@ -38,8 +38,8 @@ from gpulab.compat.tables import (
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
+from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
 from gpulab.settings import Settings, split_host_port
-from gpulab.vllm import VllmPlan, VllmRefused, plan_vllm
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
 CUDA_KEYRING = "cuda-keyring_1.1-1_all.deb"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gpulab.hostfacts import FactsFile
-from gpulab.plan import HostPlan, PlanError, make_plan
+from gpulab.facts.model import FactsFile
+from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import parse_settings
 from tests.plan.harness import FACTS_DIR
 

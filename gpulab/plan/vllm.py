@@ -32,9 +32,9 @@ from gpulab.compat.vllm_tables import (
     VllmRelease,
     WheelBuild,
 )
-from gpulab.hostfacts import HostFacts
+from gpulab.facts.model import HostFacts
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
-from gpulab.ollama import proxy_environment
+from gpulab.plan.ollama import proxy_environment
 from gpulab.settings import Settings
 
 MIB = 2**20
