@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
@@ -348,7 +349,7 @@ def venv_packages(plan: VllmPlan, hub: str) -> tuple[str, ...]:
 
 
 def pip_install_command(venv: str, plan: VllmPlan, packages: tuple[str, ...]) -> str:
-    """pip into ``venv`` from the planned indexes (retrying; a variant's indexes first).
+    """pip into ``venv`` from the planned indexes, retrying.
 
     >>> pip_install_command("/opt/vllm", VllmPlan(enabled=True, reason=""), ("vllm==0.26.0",))
     '/opt/vllm/bin/pip install --retries 10 --timeout 60 vllm==0.26.0'
@@ -358,6 +359,10 @@ def pip_install_command(venv: str, plan: VllmPlan, packages: tuple[str, ...]) ->
         words += ["--index-url", plan.index_url]
     for url in plan.extra_index_urls:
         words += ["--extra-index-url", url]
+    # pip ignores a plain-http index (a LAN mirror) unless its host is trusted.
+    for url in (plan.index_url or "", *plan.extra_index_urls):
+        if url.startswith("http://"):
+            words += ["--trusted-host", urllib.parse.urlsplit(url).netloc]
     return " ".join(shlex.quote(word) for word in (*words, *packages))
 
 

@@ -62,7 +62,8 @@ def test_variant_index_mirror_hub_and_proxy_on_a_550_host() -> None:
     venv = planned.op("vLLM virtualenv").text
     assert ("pip install --retries 10 --timeout 60 --index-url http://10.0.0.5:3141/simple "
             "--extra-index-url https://wheels.vllm.ai/0.26.0/cu129 --extra-index-url "
-            "https://download.pytorch.org/whl/cu129 vllm==0.26.0+cu129 modelscope") in venv
+            "https://download.pytorch.org/whl/cu129 --trusted-host 10.0.0.5:3141 "
+            "vllm==0.26.0+cu129 modelscope") in venv
     assert "env HTTPS_PROXY=http://10.0.0.5:3128" in venv
     model = planned.op("vLLM model").text
     assert f"/opt/vllm/bin/modelscope download --model {AWQ}" in model
