@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from gpulab.lab.fleet import Fleet
-from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.vllm_index import IndexedWheel, build_index
+from tests.fleet import FleetUnderTest
 from tests.phases import record_phase, timed
+from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ GUEST = "lab-02"  # the suite's scratch guest
 class VllmLab:
     """lab-02, the index server and the deploy run with the test's data."""
 
-    fleet: Fleet
+    fleet: FleetUnderTest
     server: StaticServer
     wheel: IndexedWheel
     tmp: Path
@@ -104,7 +104,7 @@ class VllmLab:
 
 
 @pytest.fixture(scope="module")
-def lab(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmLab]:
+def lab(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmLab]:
     tmp = tmp_path_factory.mktemp("vllm-lab")
     with StaticServer(tmp / "www") as server:
         wheel = build_index(server.root, "0.9.0", VERSION)[VERSION]
