@@ -1,5 +1,5 @@
 """The whole stack for each host, in order: apt base, NVIDIA driver, CUDA toolkit, Ollama,
-the course models.
+the course models, vLLM (when vllm_enabled; stopped again when it is turned off).
 
     pyinfra inventories/lab.py deploy/gpu_host.py
 
@@ -13,6 +13,7 @@ from gpulab.deploys.models import course_models
 from gpulab.deploys.nvidia import nvidia_driver
 from gpulab.deploys.ollama import ollama
 from gpulab.deploys.reboot import reboot_if_needed
+from gpulab.deploys.vllm import vllm
 
 apt_base()
 nvidia_driver()
@@ -20,3 +21,4 @@ reboot_if_needed()
 cuda_toolkit()
 ollama()
 course_models()
+vllm()

@@ -113,6 +113,11 @@ def _plan_row(plan: HostPlan) -> str:
         f"  reboot:  {'maybe' if plan.reboot.may_be_needed else 'no'} — {plan.reboot.reason}",
     ]
     lines += [f"  model:   {fit.name} — {fit.reason}" for fit in plan.models]
+    if plan.vllm.enabled:
+        lines += [f"  vllm:    {plan.vllm.requirement} — {plan.vllm.reason}",
+                  f"  vllm:    serves {plan.vllm.model} on {plan.vllm.base_url}, "
+                  f"--gpu-memory-utilization {plan.vllm.gpu_memory_utilization} "
+                  f"--max-model-len {plan.vllm.max_model_len} — {plan.vllm.memory_reason}"]
     return "\n".join(lines)
 
 

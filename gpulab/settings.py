@@ -29,6 +29,8 @@ GPULAB_PREFIXES = (
 OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
 NVIDIA_REPO_BASE = "https://developer.download.nvidia.com/compute/cuda/repos"
 OLLAMA_REGISTRY = "https://registry.ollama.ai"
+VLLM_WHEEL_INDEX_BASE = "https://wheels.vllm.ai"
+TORCH_INDEX_BASE = "https://download.pytorch.org/whl"
 COURSE_MODELS = ("qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16")
 _DURATION = re.compile(r"^-?\d+(ns|us|ms|s|m|h)?$|^(-?\d+(\.\d+)?(h|m|s))+$")
 
@@ -199,8 +201,13 @@ class Settings(BaseModel):
     )
 
     # --- vLLM (optional) ----------------------------------------------------------------
-    vllm_enabled: bool = Field(default=False, description="Install vLLM as a service too.")
-    vllm_version: str | None = Field(default=None, description="Pinned vLLM release.")
+    vllm_enabled: bool = Field(
+        default=False,
+        description="Install vLLM as a service too; false after true stops and disables it.",
+    )
+    vllm_version: str | None = Field(
+        default=None, description="Pinned vLLM release (default: gpulab's table, 0.26.0)."
+    )
     vllm_venv: str = Field(default="/opt/vllm", description="vLLM's own virtualenv.")
     vllm_model: str | None = Field(default=None, description="The model vLLM serves.")
     vllm_host: str = Field(
@@ -210,11 +217,50 @@ class Settings(BaseModel):
     vllm_api_key: SecretStr | None = Field(
         default=None, description="Required when vllm_host is beyond loopback."
     )
+    vllm_api_key_env: str | None = Field(
+        default=None,
+        description="Instead of vllm_api_key: the environment variable on the machine running "
+        "gpulab that holds the key.",
+    )
     vllm_pip_index_url: str | None = Field(
         default=None, description="A PyPI mirror for vLLM's virtualenv."
     )
+    vllm_wheel_index_base: str = Field(
+        default=VLLM_WHEEL_INDEX_BASE,
+        description="vLLM's per-CUDA wheel indexes: <base>/<version>/<cuDDD>, used when the "
+        "driver needs a build other than the default wheel.",
+    )
+    vllm_torch_index_base: str = Field(
+        default=TORCH_INDEX_BASE,
+        description="PyTorch's per-CUDA indexes, <base>/<cuDDD>, for a variant build.",
+    )
     vllm_hf_endpoint: str | None = Field(
         default=None, description="HF_ENDPOINT: a Hugging Face mirror for vLLM's model."
+    )
+    vllm_hub: Literal["huggingface", "modelscope"] = Field(
+        default="huggingface",
+        description="Where the model comes from; modelscope sets VLLM_USE_MODELSCOPE (rooms "
+        "in China).",
+    )
+    vllm_model_download: bool = Field(
+        default=True,
+        description="Download the model during the deploy; false leaves it to vLLM's first "
+        "start (gpulab's guest tests, which serve no model).",
+    )
+    vllm_hf_home: str = Field(
+        default="/var/lib/vllm/huggingface", description="HF_HOME: the shared model cache."
+    )
+    vllm_max_model_len: int = Field(
+        default=8192, ge=256, description="--max-model-len: the context the KV cache holds."
+    )
+    vllm_gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1,
+        description="--gpu-memory-utilization (default: 0.9, or what Ollama leaves on a "
+        "shared GPU).",
+    )
+    vllm_remove: bool = Field(
+        default=False,
+        description="With vllm_enabled false, also delete the virtualenv and the model cache.",
     )
 
     # --- reboots ------------------------------------------------------------------------
@@ -226,7 +272,8 @@ class Settings(BaseModel):
 
     @field_validator(
         "apt_proxy", "https_proxy", "nvidia_repo_base", "ollama_download_base",
-        "models_registry", "vllm_pip_index_url", "vllm_hf_endpoint",
+        "models_registry", "vllm_pip_index_url", "vllm_hf_endpoint", "vllm_wheel_index_base",
+        "vllm_torch_index_base",
     )
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -286,7 +333,14 @@ class Settings(BaseModel):
         split_host_port(value, 11434)
         return value
 
-    @field_validator("ollama_models_dir", "vllm_venv")
+    @field_validator("vllm_api_key_env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("ollama_models_dir", "vllm_venv", "vllm_hf_home")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
@@ -314,6 +368,11 @@ class Settings(BaseModel):
     def ollama_exposed(self) -> bool:
         """Whether Ollama listens beyond loopback."""
         return not _is_loopback(split_host_port(self.ollama_host, 11434)[0])
+
+    @property
+    def vllm_exposed(self) -> bool:
+        """Whether vLLM listens beyond loopback."""
+        return not _is_loopback(self.vllm_host)
 
 
 KNOWN_KEYS = frozenset(Settings.model_fields)
@@ -387,11 +446,15 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
             "that may reach it (e.g. ['10.0.0.0/24'])",
         ))
     if settings.vllm_enabled:
-        if not _is_loopback(settings.vllm_host) and settings.vllm_api_key is None:
+        has_key = settings.vllm_api_key is not None or settings.vllm_api_key_env is not None
+        if settings.vllm_exposed and not has_key:
             problems.append((
                 "vllm_api_key",
-                f"vllm_host {settings.vllm_host} listens beyond loopback: set an API key",
+                f"vllm_host {settings.vllm_host} listens beyond loopback: set an API key "
+                "(vllm_api_key, or vllm_api_key_env naming a variable on this machine)",
             ))
+        if settings.vllm_api_key is not None and settings.vllm_api_key_env is not None:
+            problems.append(("vllm_api_key_env", "set vllm_api_key or vllm_api_key_env, not both"))
         if not settings.vllm_model:
             problems.append(("vllm_model", "vllm_enabled needs the model vLLM serves"))
     return problems

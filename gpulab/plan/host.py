@@ -38,6 +38,7 @@ from gpulab.compat.tables import (
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
 from gpulab.plan.models import ModelFit, plan_models
+from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
 from gpulab.settings import Settings, split_host_port
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
@@ -139,6 +140,7 @@ class HostPlan(_Plan):
     ollama: OllamaPlan
     models: tuple[ModelFit, ...]
     reboot: RebootPlan
+    vllm: VllmPlan
 
 
 def platform_of(facts: HostFacts) -> str:
@@ -467,6 +469,11 @@ def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
     if needs_repo and distro is not None:
         arch = "sbsa" if facts.arch == "aarch64" else "x86_64"
         repo = RepoPlan(distro=distro, arch=arch, base_url=settings.nvidia_repo_base)
+    cuda_driver, cuda_platform, _ = _toolkit_driver(facts, driver)
+    try:
+        vllm = plan_vllm(facts, settings, _families(facts), cuda_driver, cuda_platform)
+    except VllmRefused as refused:
+        raise PlanError(host, refused.field, refused.message) from None
     components: tuple[str, ...] = ()
     if facts.os.id == "debian" and (driver.source == "debian" or repo is not None):
         components = DEBIAN_COMPONENTS if driver.source == "debian" else ("main", "contrib")
@@ -475,5 +482,5 @@ def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
         repo=repo, debian_components=components,
         debian_codename=facts.os.codename if components else "", toolkit=toolkit,
         ollama=plan_ollama(facts, settings, driver), models=plan_models(facts, settings),
-        reboot=plan_reboot(facts, settings, driver),
+        reboot=plan_reboot(facts, settings, driver), vllm=vllm,
     )

@@ -169,13 +169,18 @@ def service_environment(settings: Settings) -> list[tuple[str, str]]:
         env.append(("OLLAMA_FLASH_ATTENTION", "1" if settings.ollama_flash_attention else "0"))
     if settings.ollama_kv_cache_type is not None:
         env.append(("OLLAMA_KV_CACHE_TYPE", settings.ollama_kv_cache_type))
+    return env + proxy_environment(settings)
+
+
+def proxy_environment(settings: Settings) -> list[tuple[str, str]]:
+    """``HTTPS_PROXY`` and ``NO_PROXY`` for a service's downloads; loopback always bypasses."""
     if settings.https_proxy:
-        env.append(("HTTPS_PROXY", settings.https_proxy))
         no_proxy = ["localhost", "127.0.0.1", "::1", *settings.no_proxy]
-        env.append(("NO_PROXY", ",".join(dict.fromkeys(no_proxy))))
-    elif settings.no_proxy:
-        env.append(("NO_PROXY", ",".join(settings.no_proxy)))
-    return env
+        return [("HTTPS_PROXY", settings.https_proxy),
+                ("NO_PROXY", ",".join(dict.fromkeys(no_proxy)))]
+    if settings.no_proxy:
+        return [("NO_PROXY", ",".join(settings.no_proxy))]
+    return []
 
 
 def systemd_quote(name: str, value: str) -> str:

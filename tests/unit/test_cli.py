@@ -113,3 +113,18 @@ def test_facts_then_plan_round_trip_on_this_machine(
     code, out, err = _run(capsys, "plan", inventory, "--facts", str(out_dir))
     assert code == 0, err
     assert out.startswith("@local  [")
+
+
+def test_plan_shows_the_vllm_wheel_and_memory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inventory = _inventory(tmp_path, (
+        'hosts = [("lab-jammy-4090", {"vllm_enabled": True, "driver_branch": 550, '
+        '"vllm_model": "Qwen/Qwen2.5-7B-Instruct"})]\n'
+    ))
+    code, out, _ = _run(capsys, "plan", inventory, "--facts",
+                        str(FACTS / "ubuntu2204-rtx4090-550.json"))
+    assert code == 0
+    assert "  vllm:    vllm==0.26.0+cu129 — cu129 wheel (PyTorch 2.11) from " \
+           "https://wheels.vllm.ai/0.26.0/cu129" in out
+    assert "--gpu-memory-utilization 0.78 --max-model-len 8192" in out
