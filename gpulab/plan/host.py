@@ -38,7 +38,7 @@ from gpulab.compat.tables import (
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
-from gpulab.settings import Settings, split_host_port
+from gpulab.settings import Settings, ollama_listen_address
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
 CUDA_KEYRING = "cuda-keyring_1.1-1_all.deb"
@@ -416,7 +416,7 @@ def _toolkit_plan(toolkit: Toolkit, reason: str) -> ToolkitPlan:
 
 def plan_ollama(facts: HostFacts, settings: Settings, driver: DriverPlan) -> OllamaPlan:
     """Where Ollama listens and whether its service can run on this host now."""
-    host, port = split_host_port(settings.ollama_host, 11434)
+    host, port = ollama_listen_address(settings.ollama_host)
     can_run = facts.systemd_running and not (facts.wsl and facts.wsl_systemd is False)
     if settings.ollama_state == "absent":
         reason = "ollama_state is absent"
