@@ -307,10 +307,22 @@ def fetch_script(
         lines.append("export no_proxy NO_PROXY")
     lines += [
         'mkdir -p "$cache" "$opt"',
+        # curl's own --retry also retries a name that does not resolve: the loop below
+        # retries only transfers that can succeed later, and says the rest once.
+        "unreachable() {",
+        "  case $1 in",
+        '    5) echo "the proxy\'s host name does not resolve" ;;',
+        '    6) echo "its host name does not resolve" ;;',
+        '    7) echo "nothing accepts connections there" ;;',
+        "    *) return 1 ;;",
+        "  esac",
+        "}",
+        'fetch_fail() { why=$(unreachable "$1") || why="curl exit $1"; fail "cannot download $2'
+        ' ($why); check the network, DNS and https_proxy, or set ollama_download_base to a'
+        ' reachable mirror"; }',
         'if [ -z "$expected" ]; then',
-        '  sums=$(curl -fsSL --retry 3 --connect-timeout 30 "$sums_url") || fail "cannot'
-        ' fetch $sums_url to verify $url; set ollama_sha256 to the archive\'s sha256, or'
-        ' ollama_download_base to a mirror that has it"',
+        '  sums=$(curl -fsL --connect-timeout 30 "$sums_url") || fetch_fail $? "$sums_url to'
+        ' verify $url (or set ollama_sha256 to the archive\'s sha256)"',
         '  expected=$(printf "%s\\n" "$sums" | awk -v n="$name" \'{f=$2; sub(/^\\*/, "", f);'
         ' sub(/^\\.\\//, "", f); if (f == n && length($1) == 64) {print tolower($1); exit}}\')',
         '  [ -n "$expected" ] || fail "$sums_url lists no $name; set ollama_sha256"',
@@ -321,10 +333,10 @@ def fetch_script(
         ' [ "$(sha256sum "$part" | cut -d" " -f1)" = "$expected" ]; }',
         # Five attempts, each resuming the .part where the last one stopped.
         "tries=0",
-        'until complete || curl -fsSL --connect-timeout 30 --retry 3 --retry-delay 2 -C - -o'
-        ' "$part" "$url"',
+        'until complete || curl -fsL --connect-timeout 30 -C - -o "$part" "$url"',
         "do",
         "  rc=$?; tries=$((tries + 1))",
+        '  if unreachable "$rc" >/dev/null; then fetch_fail "$rc" "$url"; fi',
         '  if [ "$tries" -ge 5 ]; then',
         # An HTTP error (22) such as 416 means the .part cannot be resumed: start afresh next run.
         '    [ "$rc" != 22 ] || rm -f "$part"',
