@@ -28,6 +28,7 @@ from pyinfra.operations import apt, files, server, systemd
 from gpulab.deploys.common import changed, template
 from gpulab.deploys.context import host_facts, host_plan, host_run, host_settings
 from gpulab.facts.files import FileText, LinkTarget
+from gpulab.facts.ollama import OllamaVersionDirs
 from gpulab.plan import ollama as lib
 from gpulab.plan.host import HostPlan
 from gpulab.settings import Settings
@@ -221,6 +222,7 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
         jinja_env_kwargs=dict(_JINJA),
     )
     firewall_ops = _firewall(settings, plan, can_run)
+    _old_versions_removed(version)
 
     if not can_run:
         return
@@ -237,6 +239,15 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
         name="Ollama running and enabled", service="ollama.service", running=True,
         enabled=True,
     )
+
+
+def _old_versions_removed(version: str) -> None:
+    """Keep this version and the one before it; older trees hold GBs of GPU libraries each."""
+    linked_before = lib.version_in_link(host.get_fact(LinkTarget, path=lib.BIN_LINK))
+    installed = host.get_fact(OllamaVersionDirs)
+    for old in lib.versions_to_remove(installed, version, linked_before):
+        files.directory(name=f"old Ollama {old} removed", path=f"{lib.OPT_DIR}/{old}",
+                        present=False)
 
 
 def _absent(settings: Settings, plan: HostPlan) -> None:

@@ -369,6 +369,44 @@ def fetch_script(
     return "\n".join(lines) + "\n"
 
 
+def version_in_link(target: str | None, layout: Layout = Layout()) -> str | None:
+    """The version a link into ``/opt/ollama/<version>/`` points at, or None.
+
+    >>> version_in_link("/opt/ollama/0.34.2/bin/ollama")
+    '0.34.2'
+    >>> version_in_link("/usr/bin/ollama") is None
+    True
+    """
+    prefix = layout.opt_dir.rstrip("/") + "/"
+    if not target or not target.startswith(prefix):
+        return None
+    return target[len(prefix):].split("/", 1)[0] or None
+
+
+def versions_to_remove(installed: list[str], current: str, linked_before: str | None) -> list[str]:
+    """The ``/opt/ollama/<version>`` trees an upgrade leaves that can go (GBs each).
+
+    Kept: ``current`` and one previous version to switch back to, which is the one the links
+    pointed at before this run, or else the newest other one. Names that are no release
+    number (nothing gpulab unpacked) are never touched.
+
+    >>> versions_to_remove(["0.32.9", "0.33.0", "0.34.2"], "0.34.2", "0.32.9")
+    ['0.33.0']
+    >>> versions_to_remove(["0.32.9", "0.33.0", "0.34.2"], "0.34.2", "0.34.2")
+    ['0.32.9']
+    """
+    others = [v for v in installed if v != current and _VERSION.match(v)]
+    if not others:
+        return []
+    previous = linked_before if linked_before in others else max(others, key=_release_order)
+    return sorted((v for v in others if v != previous), key=_release_order)
+
+
+def _release_order(version: str) -> tuple[tuple[int, int, int], bool, str]:
+    # 0.33.0-rc2 < 0.33.0: a final release sorts after its candidates.
+    return version_tuple(version), "-rc" not in version, version
+
+
 def switch_link_script(path: str, target: str) -> str:
     """Point symlink ``path`` at ``target`` atomically: a new link, then ``mv -T`` over it.
 
