@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.ollama import Layout, fetch_script
+from gpulab.plan.ollama import Layout, fetch_script
 
 pytestmark = [
     pytest.mark.unit,

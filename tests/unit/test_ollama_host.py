@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpulab.hostfacts import HostFacts, OsInfo
-from gpulab.plan import make_plan
+from gpulab.facts.model import HostFacts, OsInfo
+from gpulab.plan.host import make_plan
 from gpulab.settings import SettingsError, ollama_listen_address, parse_settings
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpulab.ollama import version_in_link, versions_to_remove
+from gpulab.plan.ollama import version_in_link, versions_to_remove
 
 pytestmark = pytest.mark.unit
 
