@@ -31,6 +31,8 @@ FIREWALL_TABLE = "gpulab_ollama"
 FIREWALL_RULES = "/etc/gpulab/ollama.nft"
 FIREWALL_UNIT = "gpulab-ollama-firewall.service"
 FIREWALL_UNIT_PATH = f"/etc/systemd/system/{FIREWALL_UNIT}"
+NFTABLES_DROPIN_PATH = "/etc/systemd/system/nftables.service.d/gpulab-ollama.conf"
+UFW_COMMENT = "gpulab-ollama"  # marks the ufw rules gpulab owns
 USER = "ollama"
 HOME = "/usr/share/ollama"
 GPU_GROUPS = ("render", "video")  # joined only where they exist, as install.sh does
@@ -209,6 +211,74 @@ def firewall_rules(port: int, allowed_clients: tuple[str, ...] | list[str]) -> F
         network = ipaddress.ip_network(text, strict=False)
         (ipv4 if network.version == 4 else ipv6).append(str(network))
     return FirewallRules(port, tuple(ipv4), tuple(ipv6))
+
+
+def rule_address(network: str) -> str:
+    """A CIDR as nft and ufw print it back: a single address without its /32 or /128.
+
+    >>> rule_address("10.0.0.5/32"), rule_address("fd00::/8")
+    ('10.0.0.5', 'fd00::/8')
+    """
+    parsed = ipaddress.ip_network(network, strict=False)
+    if parsed.prefixlen == parsed.max_prefixlen:
+        return str(parsed.network_address)
+    return str(parsed)
+
+
+def live_table_matches(listing: str | None, rules: FirewallRules) -> bool:
+    """Whether ``nft list table inet gpulab_ollama`` shows the table these rules load.
+
+    None (no such table: ``flush ruleset`` from an nftables reload, or ``nft flush ruleset``
+    by hand) or a table without the drop rule or one of the allowed networks is no match.
+
+    >>> rules = firewall_rules(11434, ["10.0.0.0/24"])
+    >>> live_table_matches(None, rules)
+    False
+    >>> live_table_matches("ip saddr 10.0.0.0/24 tcp dport 11434 accept\\n"
+    ...                    "tcp dport 11434 counter packets 0 bytes 0 drop", rules)
+    True
+    """
+    if not listing:
+        return False
+    lines = listing.splitlines()
+    drop = any(f"tcp dport {rules.port} " in line and line.rstrip().endswith("drop")
+               for line in lines)
+    words = set(listing.replace(",", " ").replace("{", " ").replace("}", " ").split())
+    return drop and all(rule_address(net) in words for net in (*rules.ipv4, *rules.ipv6))
+
+
+def ufw_rule(network: str, port: int) -> str:
+    """The ufw rule (as ``ufw show added`` prints it) that lets ``network`` reach ``port``.
+
+    >>> ufw_rule("10.0.0.0/24", 11434)
+    "allow from 10.0.0.0/24 to any port 11434 proto tcp comment 'gpulab-ollama'"
+    """
+    return (f"allow from {rule_address(network)} to any port {port} proto tcp"
+            f" comment '{UFW_COMMENT}'")
+
+
+def ufw_changes(added: list[str], rules: FirewallRules | None) -> list[list[str]]:
+    """``ufw`` argument lists that make gpulab's ufw rules exactly ``rules`` (None: none).
+
+    ``added`` is ``ufw show added`` output; rules without gpulab's comment are the user's
+    and never touched. Stale gpulab rules are deleted, missing ones added.
+
+    >>> ufw_changes([], firewall_rules(11434, ["10.0.0.0/24"]))[0][:3]
+    ['allow', 'from', '10.0.0.0/24']
+    """
+    have = [line.strip().removeprefix("ufw ").strip() for line in added]
+    ours = [rule for rule in have if rule.endswith(f"comment '{UFW_COMMENT}'")]
+    wanted = [] if rules is None else [
+        ufw_rule(net, rules.port) for net in (*rules.ipv4, *rules.ipv6)
+    ]
+    changes = [["delete", *_ufw_words(rule)] for rule in ours if rule not in wanted]
+    changes += [_ufw_words(rule) for rule in wanted if rule not in ours]
+    return changes
+
+
+def _ufw_words(rule: str) -> list[str]:
+    words, _, comment = rule.partition(" comment ")
+    return [*words.split(), "comment", comment.strip("'")] if comment else words.split()
 
 
 def wsl_conf_with_systemd(text: str | None) -> str:
