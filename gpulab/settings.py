@@ -13,17 +13,19 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from gpulab.compat.cuda import CompatError, find_release
 from gpulab.compat.gpus import GpuRuleError, branch
+from gpulab.facts.model import FactsFile
 from gpulab.models.names import ModelNameError, parse_model_name
 
 GPULAB_PREFIXES = (
     "apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_",
-    "https_proxy", "no_proxy",
+    "https_proxy", "no_proxy", "gpulab_",
 )
 
 OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
@@ -252,6 +254,13 @@ class Settings(BaseModel):
     )
     reboot_batch: int = Field(default=5, ge=1, description="Hosts rebooted at a time.")
 
+    # --- dry run --------------------------------------------------------------------------
+    gpulab_recorded_facts: str | None = Field(
+        default=None,
+        description="@fake hosts only: an absolute path to a `gpulab facts` file; the deploy "
+        "and `gpulab plan` use it instead of the host's live facts (a dry run).",
+    )
+
     @field_validator(
         "apt_proxy", "https_proxy", "nvidia_repo_base", "ollama_download_base",
         "models_registry", "vllm_pip_index_url", "vllm_hf_endpoint",
@@ -312,6 +321,25 @@ class Settings(BaseModel):
     @classmethod
     def _listen(cls, value: str) -> str:
         ollama_listen_address(value)
+        return value
+
+    @field_validator("gpulab_recorded_facts")
+    @classmethod
+    def _facts_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path; in a Python inventory write "
+                             "str(Path(__file__).parent / 'pc-101.json')")
+        try:
+            FactsFile.model_validate_json(Path(value).read_text())
+        except OSError as error:
+            raise ValueError(f"cannot read {value}: {error.strerror}") from None
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{value} is no `gpulab facts` file ({where}: {first['msg']}); "
+                             "record one with `gpulab facts INVENTORY --out DIR`") from None
         return value
 
     @field_validator("ollama_models_dir", "vllm_venv")
@@ -400,6 +428,11 @@ def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
     problems.extend(
         SettingsProblem(host, field, message) for field, message in _cross_field_problems(settings)
     )
+    if settings.gpulab_recorded_facts and not host.startswith("@fake"):
+        # A leftover of a dry run on a real room must not plan a real PC from a file.
+        problems.append(SettingsProblem(
+            host, "gpulab_recorded_facts", "only for pyinfra's @fake connector (a dry run, "
+            "e.g. host @fake/pc-101); remove it from this real host"))
     if problems:
         raise SettingsError(problems)
     return settings

@@ -22,8 +22,9 @@ from gpulab.facts.model import FactsFile, HostFacts
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 
-# Data key for a dry run against a recorded machine (``gpulab facts`` output), used with
-# pyinfra's ``@fake`` connector: the plan is made from the file instead of from the host.
+# Data key for a dry run against a recorded machine (``gpulab facts`` output), valid only on
+# pyinfra's ``@fake`` connector (checked with the other settings): the plan is made from the
+# file instead of from the host.
 RECORDED_FACTS_KEY = "gpulab_recorded_facts"
 
 
@@ -75,7 +76,7 @@ def host_settings(host: Any) -> Settings:
 
 def host_facts(host: Any) -> HostFacts:
     """This host's facts: gathered live, or read from a recorded file for a dry run."""
-    recorded = host.data.get(RECORDED_FACTS_KEY)
+    recorded = host_settings(host).gpulab_recorded_facts
     if recorded is None:
         return gather_host_facts(host)
     return FactsFile.model_validate_json(Path(recorded).read_text()).facts

@@ -20,14 +20,13 @@ from typing import Any
 
 from pyinfra import logger
 from pyinfra.api.command import FunctionCommand
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab.deploys.common import changed, template
+from gpulab.deploys.common import changed, gpulab_deploy, template
 from gpulab.deploys.context import host_facts, host_plan, host_run, host_settings
 from gpulab.facts.files import FileText, LinkTarget
 from gpulab.facts.ollama import ActiveFirewalls, NftTable, OllamaVersionDirs, UfwAddedRules
@@ -353,7 +352,7 @@ def _absent(settings: Settings, plan: HostPlan) -> None:
             files.directory(name="Ollama home removed", path=lib.HOME, present=False)
 
 
-@deploy("gpulab Ollama")
+@gpulab_deploy("gpulab Ollama")
 def ollama() -> None:
     """Ollama per the host's plan: installed, configured and running, or removed."""
     settings = host_settings(host)

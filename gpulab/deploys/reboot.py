@@ -17,13 +17,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from pyinfra import logger
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.server import RebootRequired
 from pyinfra.operations import python, server
 
-from gpulab.deploys.common import say, will_change
+from gpulab.deploys.common import gpulab_deploy, say, will_change
 from gpulab.deploys.context import host_plan, host_run, host_settings
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.plan.driver import check_script, diagnose, parse_check
@@ -82,7 +81,7 @@ def reboot_left_to_user(needed: Callable[[], bool]) -> Generator[str]:
     yield from ()
 
 
-@deploy("reboot if needed")
+@gpulab_deploy("reboot if needed")
 def reboot_if_needed() -> None:
     """Apply the reboot policy (see the module) to this host."""
     plan = host_plan(host)
