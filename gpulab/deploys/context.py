@@ -9,6 +9,7 @@ its signature instead of reading attributes hung on pyinfra's objects.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from weakref import WeakKeyDictionary
 
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
+from pyinfra.connectors.fake import FakeConnector
 
 from gpulab.facts.gather import gather_host_facts
 from gpulab.facts.model import FactsFile, HostFacts
@@ -79,7 +81,27 @@ def host_facts(host: Any) -> HostFacts:
     recorded = host_settings(host).gpulab_recorded_facts
     if recorded is None:
         return gather_host_facts(host)
-    return FactsFile.model_validate_json(Path(recorded).read_text()).facts
+    facts = FactsFile.model_validate_json(Path(recorded).read_text()).facts
+    _answer_as_recorded(host, facts)
+    return facts
+
+
+def _answer_as_recorded(host: Any, facts: HostFacts) -> None:
+    """Let pyinfra's own facts on this ``@fake`` host see the recorded machine.
+
+    The fake connector answers every command with nothing, so pyinfra's ``Os`` fact is None
+    and ``server.group`` fails; these are the few answers the deploys need. Answers in the
+    host's own ``fake_responses`` come first and win.
+    """
+    if not isinstance(host.connector, FakeConnector):
+        return
+    answers: dict[Any, Any] = {
+        "uname -s": "Linux",
+        "uname -m": facts.arch,
+        re.compile(r"command -v \S*(useradd|groupadd)"): "/usr/sbin/useradd",
+    }
+    data = host.connector.data
+    data["fake_responses"] = {**(data.get("fake_responses") or {}), **answers}
 
 
 def host_plan(host: Any) -> HostPlan:

@@ -29,7 +29,8 @@ from gpulab.plan.driver import check_script, diagnose, parse_check
 
 # Connectors that are not a machine gpulab may restart.
 NEVER_REBOOTED = {"local": "@local is the machine pyinfra runs on",
-                  "chroot": "@chroot is a directory, not a machine"}
+                  "chroot": "@chroot is a directory, not a machine",
+                  "fake": "@fake is a dry run (a real host would reboot here)"}
 
 
 def connector_refusal(connector_cls: type) -> str | None:
