@@ -18,6 +18,7 @@ from typing import Any
 
 from pyinfra import logger
 from pyinfra.api.operation import operation
+from pyinfra.connectors.fake import FakeConnector
 from pyinfra.context import host
 from pyinfra.facts.server import RebootRequired
 from pyinfra.operations import python, server
@@ -29,8 +30,7 @@ from gpulab.plan.driver import check_script, diagnose, parse_check
 
 # Connectors that are not a machine gpulab may restart.
 NEVER_REBOOTED = {"local": "@local is the machine pyinfra runs on",
-                  "chroot": "@chroot is a directory, not a machine",
-                  "fake": "@fake is a dry run (a real host would reboot here)"}
+                  "chroot": "@chroot is a directory, not a machine"}
 
 
 def connector_refusal(connector_cls: type) -> str | None:
@@ -105,9 +105,12 @@ def reboot_if_needed() -> None:
         reboot_left_to_user(name=f"reboot: left to you ({plan.reboot.reason})", needed=needed)
         return
     batch = min(host_settings(other).reboot_batch for other in host.state.inventory)
+    # @fake (a dry run) gets the reboot planned and listed as a real host would, never run:
+    # pyinfra's wait_and_reconnect cannot reconnect to a host that was never there.
+    dry_run = issubclass(host.connector_cls, FakeConnector)
     rebooted = server.reboot(
         name=f"reboot for the driver ({plan.reboot.reason})", delay=10, reboot_timeout=600,
-        _parallel=batch, _if=needed,
+        _parallel=batch, _if=lambda: needed() and not dry_run,
     )
     if plan.driver.source is not None:
         python.call(

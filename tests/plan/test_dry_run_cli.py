@@ -41,4 +41,7 @@ def test_pyinfra_dry_run_of_the_whole_stack(
     assert plan.driver.packages and all(name in shown for name in plan.driver.packages)
     assert plan.toolkit.package and plan.toolkit.package in shown
     assert "gpulab Ollama | Ollama running and enabled" in shown
+    if reboot_allowed:  # listed as a real host would get it, never run on @fake
+        ops = result.payload["results"]["operations"]  # type: ignore[index]
+        assert any("reboot for the driver" in op["name"] for op in ops)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room.py"]  # nothing written here
