@@ -54,8 +54,8 @@ class Lab:
         )
         return proc.returncode, proc.stdout + proc.stderr
 
-    def out(self, command: str) -> str:
-        rc, text = self.sh(command)
+    def out(self, command: str, timeout: float = 60) -> str:
+        rc, text = self.sh(command, timeout)
         assert rc == 0, f"{command}: rc={rc}\n{text}"
         return text.strip()
 
@@ -251,9 +251,10 @@ def test_allowed_client_reaches_ollama_on_both_families(lab: Lab) -> None:
 
 
 def test_active_ufw_is_opened_to_the_allowed_clients(lab: Lab) -> None:
+    lab.client_namespace()
     with timed("ollama: install and enable ufw on the guest"):
         lab.out("DEBIAN_FRONTEND=noninteractive apt-get install -y -q ufw >/dev/null"
-                " && ufw allow 22/tcp && ufw --force enable")
+                " && ufw allow 22/tcp && ufw --force enable", timeout=600)
     # ufw's own input chain drops what gpulab's table accepted.
     assert lab.reachable_from_client() == BLOCKED
     result = lab.deploy("expose-ufw", ollama_allowed_clients=CLIENT, **EXPOSED)
