@@ -253,7 +253,8 @@ def test_allowed_client_reaches_ollama_on_both_families(lab: Lab) -> None:
 def test_active_ufw_is_opened_to_the_allowed_clients(lab: Lab) -> None:
     lab.client_namespace()
     with timed("ollama: install and enable ufw on the guest"):
-        lab.out("DEBIAN_FRONTEND=noninteractive apt-get install -y -q ufw >/dev/null"
+        lab.out("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive"
+                " apt-get install -y -q ufw >/dev/null"
                 " && ufw allow 22/tcp && ufw --force enable", timeout=600)
     # ufw's own input chain drops what gpulab's table accepted.
     assert lab.reachable_from_client() == BLOCKED
