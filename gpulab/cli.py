@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,25 +83,75 @@ def _read_facts_files(paths: Sequence[str]) -> dict[str, HostFacts]:
     return facts
 
 
+LOG_FILE = Path(".gpulab") / "gpulab.log"
+
+
+@contextmanager
+def _pyinfra_logs(debug: bool) -> Iterator[str]:
+    """pyinfra's and paramiko's messages (tracebacks too) go to ``.gpulab/gpulab.log``.
+
+    With ``--debug`` they stay on stderr instead. Yields the hint for gpulab's own lines.
+    """
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+        yield "see the messages above"
+        return
+    LOG_FILE.parent.mkdir(exist_ok=True)
+    handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("pyinfra", "paramiko", "gpulab")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield f"details in {LOG_FILE} (or run with --debug)"
+    finally:
+        for lg, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate, lg.level = handlers, propagate, level
+        handler.close()
+
+
 def _models_dir(data: Any) -> str:
     """The host's ``ollama_models_dir`` (its data is validated before any host is reached)."""
     return str(data.get("ollama_models_dir") or Settings.model_fields["ollama_models_dir"].default)
 
 
-def _gather_live(inventory: str, limit: list[str] | None) -> tuple[dict[str, HostFacts], list[str]]:
+def _gather_live(
+    inventory: str, limit: list[str] | None, debug: bool = False
+) -> tuple[dict[str, HostFacts], dict[str, str]]:
+    """Facts of every reachable host; one problem line for each host that is not."""
     from pyinfra.api.exceptions import PyinfraError
 
+    from gpulab.deploys.common import LOST_CONNECTION
     from gpulab.facts.gather import gather_host_facts
-    from gpulab.inventory import connected, load_state, unreachable
+    from gpulab.inventory import connected, load_state
 
     state = load_state(inventory, limit)
-    try:
-        with connected(state) as hosts:
-            facts = {host.name: gather_host_facts(host, _models_dir(host.data)) for host in hosts}
-    except PyinfraError as error:  # every host failed to connect, or a fact failed
-        print(f"gpulab: gathering facts failed: {error}", file=sys.stderr)
-        facts = {}
-    return facts, unreachable(state)
+    facts: dict[str, HostFacts] = {}
+    problems: dict[str, str] = {}
+    log = logging.getLogger("gpulab")
+    with _pyinfra_logs(debug) as hint, connected(state) as answered:
+        for name, reason in answered.unreachable.items():
+            problems[name] = (f"{name}: host: unreachable ({reason}); check that it is on and "
+                              f"that its ssh_hostname, ssh_port and ssh_user reach sshd; {hint}")
+        for host in answered.hosts:
+            # A PC that powers off now fails alone; pyinfra marks it failed (and says "No hosts
+            # remaining!" when it was the last one) or the connection raises.
+            try:
+                gathered = gather_host_facts(host, _models_dir(host.data))
+            except (*LOST_CONNECTION, PyinfraError) as error:
+                log.exception("%s: gathering facts failed", host.name)
+                gathered, why = None, f"{type(error).__name__}: {error}"
+            else:
+                why = "the connection dropped"
+            if gathered is None or host in state.failed_hosts:
+                problems[host.name] = (f"{host.name}: host: lost while its facts were gathered "
+                                       f"({why}); check that it is still on, then run again; "
+                                       f"{hint}")
+            else:
+                facts[host.name] = gathered
+    return facts, problems
 
 
 def _plan_row(plan: HostPlan) -> str:
@@ -108,7 +160,11 @@ def _plan_row(plan: HostPlan) -> str:
     lines = [
         f"{plan.host}  [{plan.platform}]  gpus: {', '.join(plan.gpus) or 'none'}",
         f"  driver:  {driver} — {plan.driver.reason}",
+        *([f"  driver packages: {' '.join(plan.driver.packages)}"] if plan.driver.packages
+          else []),
         f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}",
+        *([f"  cuda package: {plan.toolkit.package}={plan.toolkit.apt_version}"]
+          if plan.toolkit.package else []),
         f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}",
         f"  reboot:  {'maybe' if plan.reboot.may_be_needed else 'no'} — {plan.reboot.reason}",
     ]
@@ -128,13 +184,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 1
-    failed: list[str] = []
+    failed: dict[str, str] = {}
     if args.facts:
         facts = _read_facts_files(args.facts)
     else:
-        facts, failed = _gather_live(args.inventory, args.limit)
+        # Dry-run hosts (@fake, validated above) are planned from their recorded file.
+        facts = {name: FactsFile.model_validate_json(Path(path).read_text()).facts
+                 for name, host_settings in settings.items()
+                 if (path := host_settings.gpulab_recorded_facts)}
+        live = [name for name in settings if name not in facts]
+        if live:
+            gathered, failed = _gather_live(args.inventory, live, args.debug)
+            facts |= gathered
     plans: list[HostPlan] = []
-    problems = [f"{name}: host: unreachable, no facts gathered" for name in failed]
+    problems = list(failed.values())
     for name, host_settings in settings.items():
         if name not in facts:
             if name not in failed:
@@ -157,7 +220,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_facts(args: argparse.Namespace) -> int:
     """Record each host's facts, in the format ``gpulab plan --facts`` reads."""
-    facts, failed = _gather_live(args.inventory, args.limit)
+    facts, failed = _gather_live(args.inventory, args.limit, args.debug)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -166,12 +229,12 @@ def cmd_facts(args: argparse.Namespace) -> int:
         path.write_text(FactsFile(host=name, facts=host_facts).model_dump_json(indent=2) + "\n")
         written.append(str(path))
     if args.json:
-        _print_json({"written": written, "unreachable": failed})
+        _print_json({"written": written, "unreachable": sorted(failed)})
     else:
         for path_text in written:
             print(f"wrote {path_text}")
-        for name in failed:
-            print(f"{name}: unreachable, no facts recorded", file=sys.stderr)
+        for problem in failed.values():
+            print(f"{problem}; no facts recorded", file=sys.stderr)
     return 1 if failed or not written else 0
 
 
@@ -200,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="plan from recorded facts (a file or a folder of them) instead of "
                            "connecting (repeatable)")
     plan.add_argument("--json", action="store_true")
+    plan.add_argument("--debug", action="store_true",
+                      help="print pyinfra's and SSH's messages instead of logging them to "
+                           ".gpulab/gpulab.log")
     plan.set_defaults(func=cmd_plan)
 
     facts = commands.add_parser("facts", help="record each host's facts for offline planning")
@@ -207,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument("--limit", action="append", help="only this host (repeatable)")
     facts.add_argument("--out", required=True, help="folder for <host>.json files")
     facts.add_argument("--json", action="store_true")
+    facts.add_argument("--debug", action="store_true",
+                       help="print pyinfra's and SSH's messages instead of logging them")
     facts.set_defaults(func=cmd_facts)
 
     from gpulab.lab.commands import add_lab_parser

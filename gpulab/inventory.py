@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyinfra.api.config import Config
 from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.state import State, StateStage
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.state import BaseStateCallback, State, StateStage
 from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 from pyinfra_cli.inventory import make_inventory
 
@@ -45,17 +47,41 @@ def host_data(state: State) -> list[tuple[str, dict[str, Any]]]:
     return [(host.name, host.data.dict()) for host in state.inventory]
 
 
+class _ConnectErrors(BaseStateCallback):
+    """Collects why each host could not be connected (pyinfra only logs it)."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def host_connect_error(  # type: ignore[override]  # pyinfra calls it on the instance
+        self, state: State, host: Any, error: Exception
+    ) -> None:
+        self.reasons[host.name] = str(error.args[0]) if error.args else type(error).__name__
+
+
+@dataclass
+class Connected:
+    """The hosts that answered, and why each of the others did not."""
+
+    hosts: list[Any]
+    unreachable: dict[str, str]
+
+
 @contextmanager
-def connected(state: State) -> Iterator[list[Any]]:
-    """Connect to the (limited) hosts; yields the connected ones and says which failed."""
+def connected(state: State) -> Iterator[Connected]:
+    """Connect to the (limited) hosts; yields who answered and pyinfra's reason for the rest."""
+    errors = _ConnectErrors()
+    state.add_callback_handler(errors)
     state.set_stage(StateStage.Connect)
-    connect_all(state)
     try:
-        yield [host for host in state.inventory if host in state.activated_hosts]
+        connect_all(state)
+    except PyinfraError:  # "No hosts remaining!": every host failed, each one is named below
+        if not state.failed_hosts:
+            raise
+    unreachable = {host.name: errors.reasons.get(host.name, "no connection")
+                   for host in sorted(state.failed_hosts, key=lambda h: h.name)}
+    try:
+        yield Connected([host for host in state.inventory if host in state.activated_hosts],
+                        unreachable)
     finally:
         disconnect_all(state)
-
-
-def unreachable(state: State) -> list[str]:
-    """Hosts that were asked for but could not be connected."""
-    return sorted(host.name for host in state.failed_hosts)

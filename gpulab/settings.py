@@ -13,17 +13,19 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from gpulab.compat.cuda import CompatError, find_release
 from gpulab.compat.gpus import GpuRuleError, branch
+from gpulab.facts.model import FactsFile
 from gpulab.models.names import ModelNameError, parse_model_name
 
 GPULAB_PREFIXES = (
     "apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_",
-    "https_proxy", "no_proxy",
+    "https_proxy", "no_proxy", "gpulab_",
 )
 
 OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
@@ -44,22 +46,63 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def split_host_port(listen: str, default_port: int) -> tuple[str, int]:
-    """``"0.0.0.0:11434"`` -> ``("0.0.0.0", 11434)``; ``"[::1]:8000"`` and bare hosts too."""
-    text = listen.split("://", 1)[-1].rstrip("/")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
+OLLAMA_DEFAULT_PORT = 11434
+# Ollama's default port per scheme when OLLAMA_HOST names none (envconfig.Host()).
+_SCHEME_PORTS = {"http": 80, "https": 443}
+
+
+def ollama_listen_address(value: str) -> tuple[str, int]:
+    """Where ``ollama serve`` listens for this ``OLLAMA_HOST``, by Ollama's own rule.
+
+    ``envconfig.Host()`` in github:ollama/ollama: ``http://`` without a port means port 80,
+    ``https://`` 443, anything else 11434; an empty host (``":11434"``) listens on every
+    address, as ``0.0.0.0`` does (Go opens one dual-stack socket for both). Ports outside
+    1-65535 are refused here (Ollama would silently fall back to its default).
+
+    >>> ollama_listen_address("http://0.0.0.0")
+    ('0.0.0.0', 80)
+    >>> ollama_listen_address(":11435")
+    ('0.0.0.0', 11435)
+    >>> ollama_listen_address("[::1]:9000")
+    ('::1', 9000)
+    """
+    text = value.strip().strip("\"'").strip()
+    scheme, found, hostport = text.partition("://")
+    default_port = OLLAMA_DEFAULT_PORT
+    if not found:
+        hostport = text
+    elif scheme in _SCHEME_PORTS:
+        default_port = _SCHEME_PORTS[scheme]
+    hostport = hostport.split("/", 1)[0]
+    host, port = _split_go_host_port(hostport)
+    if port is None:
+        host, port = "127.0.0.1", ""
+        try:
+            host = str(ipaddress.ip_address(hostport.strip("[]")))
+        except ValueError:
+            if ":" in hostport:
+                message = f"{value!r}: write an IPv6 address with a port as [addr]:port"
+                raise ValueError(message) from None
+            host = hostport or host
+    elif not host:
+        host = "0.0.0.0"
     if port and not port.isdigit():
-        raise ValueError(f"{listen!r}: port {port!r} is not a number")
+        raise ValueError(f"{value!r}: port {port!r} is not a number")
     number = int(port) if port else default_port
     if not 0 < number < 65536:
-        raise ValueError(f"{listen!r}: port {number} is out of range")
-    return host or "127.0.0.1", number
+        raise ValueError(f"{value!r}: port {number} is out of range")
+    return host, number
+
+
+def _split_go_host_port(hostport: str) -> tuple[str, str | None]:
+    """Go's ``net.SplitHostPort``: the port must be explicit, an IPv6 host bracketed."""
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        return (host, rest[1:]) if rest.startswith(":") else ("", None)
+    if hostport.count(":") != 1:
+        return "", None
+    host, port = hostport.split(":")
+    return host, port
 
 
 class Settings(BaseModel):
@@ -270,6 +313,13 @@ class Settings(BaseModel):
     )
     reboot_batch: int = Field(default=5, ge=1, description="Hosts rebooted at a time.")
 
+    # --- dry run --------------------------------------------------------------------------
+    gpulab_recorded_facts: str | None = Field(
+        default=None,
+        description="@fake hosts only: an absolute path to a `gpulab facts` file; the deploy "
+        "and `gpulab plan` use it instead of the host's live facts (a dry run).",
+    )
+
     @field_validator(
         "apt_proxy", "https_proxy", "nvidia_repo_base", "ollama_download_base",
         "models_registry", "vllm_pip_index_url", "vllm_hf_endpoint", "vllm_wheel_index_base",
@@ -330,7 +380,26 @@ class Settings(BaseModel):
     @field_validator("ollama_host")
     @classmethod
     def _listen(cls, value: str) -> str:
-        split_host_port(value, 11434)
+        ollama_listen_address(value)
+        return value
+
+    @field_validator("gpulab_recorded_facts")
+    @classmethod
+    def _facts_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path; in a Python inventory write "
+                             "str(Path(__file__).parent / 'pc-101.json')")
+        try:
+            FactsFile.model_validate_json(Path(value).read_text())
+        except OSError as error:
+            raise ValueError(f"cannot read {value}: {error.strerror}") from None
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{value} is no `gpulab facts` file ({where}: {first['msg']}); "
+                             "record one with `gpulab facts INVENTORY --out DIR`") from None
         return value
 
     @field_validator("vllm_api_key_env")
@@ -367,7 +436,7 @@ class Settings(BaseModel):
     @property
     def ollama_exposed(self) -> bool:
         """Whether Ollama listens beyond loopback."""
-        return not _is_loopback(split_host_port(self.ollama_host, 11434)[0])
+        return not _is_loopback(ollama_listen_address(self.ollama_host)[0])
 
     @property
     def vllm_exposed(self) -> bool:
@@ -431,6 +500,11 @@ def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
     problems.extend(
         SettingsProblem(host, field, message) for field, message in _cross_field_problems(settings)
     )
+    if settings.gpulab_recorded_facts and not host.startswith("@fake"):
+        # A leftover of a dry run on a real room must not plan a real PC from a file.
+        problems.append(SettingsProblem(
+            host, "gpulab_recorded_facts", "only for pyinfra's @fake connector (a dry run, "
+            "e.g. host @fake/pc-101); remove it from this real host"))
     if problems:
         raise SettingsError(problems)
     return settings
@@ -439,6 +513,17 @@ def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
 def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
     """Rules that tie keys together, each named by the key the user should change."""
     problems = []
+    if "-rc" in settings.ollama_version and not (
+        settings.ollama_sha256 and settings.ollama_download_base != OLLAMA_DOWNLOAD_BASE
+    ):
+        # Ollama drops a release candidate's assets once the release is final (a maintainer
+        # in ollama/ollama#7507): a room pinned to one would stop installing without notice.
+        problems.append((
+            "ollama_version",
+            f"{settings.ollama_version} is a release candidate, whose download disappears "
+            "when it is superseded: pin a final release, or copy the archive to your own "
+            "mirror and set ollama_download_base to it and ollama_sha256 to its sha256",
+        ))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((
             "ollama_allowed_clients",

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from io import StringIO
 
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import apt, files
 
-from gpulab.deploys.common import template
+from gpulab.deploys.common import gpulab_deploy, template
 from gpulab.deploys.context import host_settings
 from gpulab.facts.apt import AptSourceFiles, HeldPackages
 from gpulab.plan.apt_sources import add_components
@@ -60,7 +59,7 @@ def debian_components(codename: str, components: list[str] | tuple[str, ...]) ->
         host.noop(f"{' '.join(components)} already enabled for {codename}")
 
 
-@deploy("gpulab apt base")
+@gpulab_deploy("gpulab apt base")
 def apt_base() -> None:
     """Point apt at the proxy (if any), wait for the dpkg lock, update lists, add base tools."""
     settings = host_settings(host)

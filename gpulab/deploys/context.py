@@ -9,6 +9,7 @@ its signature instead of reading attributes hung on pyinfra's objects.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,16 @@ from weakref import WeakKeyDictionary
 
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
+from pyinfra.connectors.fake import FakeConnector
 
 from gpulab.facts.gather import gather_host_facts
 from gpulab.facts.model import FactsFile, HostFacts
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 
-# Data key for a dry run against a recorded machine (``gpulab facts`` output), used with
-# pyinfra's ``@fake`` connector: the plan is made from the file instead of from the host.
+# Data key for a dry run against a recorded machine (``gpulab facts`` output), valid only on
+# pyinfra's ``@fake`` connector (checked with the other settings): the plan is made from the
+# file instead of from the host.
 RECORDED_FACTS_KEY = "gpulab_recorded_facts"
 
 
@@ -75,10 +78,30 @@ def host_settings(host: Any) -> Settings:
 
 def host_facts(host: Any) -> HostFacts:
     """This host's facts: gathered live, or read from a recorded file for a dry run."""
-    recorded = host.data.get(RECORDED_FACTS_KEY)
+    recorded = host_settings(host).gpulab_recorded_facts
     if recorded is None:
         return gather_host_facts(host, host_settings(host).ollama_models_dir)
-    return FactsFile.model_validate_json(Path(recorded).read_text()).facts
+    facts = FactsFile.model_validate_json(Path(recorded).read_text()).facts
+    _answer_as_recorded(host, facts)
+    return facts
+
+
+def _answer_as_recorded(host: Any, facts: HostFacts) -> None:
+    """Let pyinfra's own facts on this ``@fake`` host see the recorded machine.
+
+    The fake connector answers every command with nothing, so pyinfra's ``Os`` fact is None
+    and ``server.group`` fails; these are the few answers the deploys need. Answers in the
+    host's own ``fake_responses`` come first and win.
+    """
+    if not isinstance(host.connector, FakeConnector):
+        return
+    answers: dict[Any, Any] = {
+        "uname -s": "Linux",
+        "uname -m": facts.arch,
+        re.compile(r"command -v \S*(useradd|groupadd)"): "/usr/sbin/useradd",
+    }
+    data = host.connector.data
+    data["fake_responses"] = {**(data.get("fake_responses") or {}), **answers}
 
 
 def host_plan(host: Any) -> HostPlan:

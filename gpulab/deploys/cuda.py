@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import files
 
-from gpulab.deploys.common import say, template
+from gpulab.deploys.common import gpulab_deploy, say, template
 from gpulab.deploys.context import host_plan
 from gpulab.deploys.nvidia_repo import nvidia_repo
 from gpulab.facts.files import LinkTarget
@@ -70,7 +69,7 @@ def _toolkit_pin_path(package: str) -> str:
     return f"{PREFERENCES_DIR}/gpulab-{package}"
 
 
-@deploy("CUDA toolkit")
+@gpulab_deploy("CUDA toolkit")
 def cuda_toolkit() -> None:
     """Install the toolkit the plan chose, pinned, on PATH, and the active ``/usr/local/cuda``.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from pyinfra.api.deploy import deploy
 from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
@@ -21,7 +20,7 @@ from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.operations import apt, files
 
 from gpulab.deploys.apt import held
-from gpulab.deploys.common import missing_packages, say, template
+from gpulab.deploys.common import gpulab_deploy, missing_packages, say, template
 from gpulab.deploys.context import host_plan, host_run, host_settings
 from gpulab.deploys.nvidia_repo import debian_sources, nvidia_repo
 from gpulab.facts.apt import HeldPackages
@@ -95,7 +94,7 @@ def release_other_holds(keep: tuple[str, ...] | list[str]) -> Generator[str]:
     yield f"apt-mark unhold {' '.join(stale)}"
 
 
-@deploy("NVIDIA driver")
+@gpulab_deploy("NVIDIA driver")
 def nvidia_driver() -> None:
     """Install and hold the driver ``plan.driver`` names, or say why there is none.
 

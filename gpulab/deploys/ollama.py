@@ -16,23 +16,26 @@ import posixpath
 import shlex
 from collections.abc import Generator
 from io import StringIO
+from typing import Any
 
 from pyinfra import logger
-from pyinfra.api.deploy import deploy
+from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab.deploys.common import changed, template
+from gpulab.deploys.common import changed, gpulab_deploy, template
 from gpulab.deploys.context import host_facts, host_plan, host_run, host_settings
 from gpulab.facts.files import FileText, LinkTarget
+from gpulab.facts.ollama import ActiveFirewalls, NftTable, OllamaVersionDirs, UfwAddedRules
 from gpulab.plan import ollama as lib
 from gpulab.plan.host import HostPlan
 from gpulab.settings import Settings
 
 _JINJA = {"trim_blocks": True, "lstrip_blocks": True}
+NFT = "/usr/sbin/nft"
 
 
 @operation()
@@ -118,6 +121,62 @@ def _wsl_systemd(plan: HostPlan) -> None:
     )
 
 
+@operation()
+def ufw_allowed(rules: lib.FirewallRules | None) -> Generator[str]:
+    """ufw lets exactly ``rules``' networks reach Ollama's port (None: gpulab's ufw rules go).
+
+    An active ufw drops what gpulab's nftables table accepts, so the allowed networks are
+    opened through ufw too. Rules are tagged with a comment; the user's own are left alone.
+
+    .. code:: python
+
+        ufw_allowed(name="ufw: Ollama's port", rules=firewall_rules(11434, ["10.0.0.0/24"]))
+    """
+    changes = lib.ufw_changes(host.get_fact(UfwAddedRules), rules)
+    if not changes:
+        host.noop("ufw already has gpulab's rules for Ollama")
+        return
+    for args in changes:
+        yield "ufw " + shlex.join(args)
+
+
+@operation(is_idempotent=False)
+def refused(reason: str) -> Generator[FunctionCommand]:
+    """Fail this host with ``reason`` before anything changes on it.
+
+    .. code:: python
+
+        refused(name="Ollama: firewalld is active", reason="...")
+    """
+    def fail(_state: Any, _host: Any) -> bool:
+        logger.error(f"{host.print_prefix}{reason}")
+        return False
+
+    yield FunctionCommand(fail, (), {})
+
+
+def _other_firewalls(plan: HostPlan) -> bool:
+    """False (the host is refused) where Ollama's LAN port cannot be opened for sure."""
+    active = host.get_fact(ActiveFirewalls)
+    exposed = plan.ollama.state == "present" and plan.ollama.exposed
+    if exposed and "firewalld" in active:
+        refused(
+            name="Ollama on the LAN: firewalld is active",
+            reason=("firewalld is active and would drop what gpulab's nftables table allows "
+                    f"to port {plan.ollama.listen_port}; open it to "
+                    f"{', '.join(plan.ollama.allowed_clients)} in firewalld (firewall-cmd "
+                    "--permanent --add-rich-rule ...) and run gpulab again, or stop firewalld; "
+                    "nothing was changed"),
+        )
+        return False
+    rules = (lib.firewall_rules(plan.ollama.listen_port, plan.ollama.allowed_clients)
+             if exposed else None)
+    if "ufw" in active or rules is None:
+        ufw_allowed(name=f"ufw: port {plan.ollama.listen_port} for the allowed clients",
+                    rules=rules if "ufw" in active else None)
+    return True
+
+
 def _firewall(settings: Settings, plan: HostPlan, can_run: bool) -> list[OperationMeta]:
     """The nftables table that limits Ollama's port to the allowed clients, or its removal."""
     if plan.ollama.state == "present" and plan.ollama.exposed:
@@ -130,19 +189,35 @@ def _firewall(settings: Settings, plan: HostPlan, can_run: bool) -> list[Operati
         )
         unit_op = files.template(
             name="Ollama firewall unit", src=template("ollama/gpulab-ollama-firewall.service.j2"),
-            dest=lib.FIREWALL_UNIT_PATH, mode="644", nft="/usr/sbin/nft",
-            rules_path=lib.FIREWALL_RULES, table=lib.FIREWALL_TABLE,
+            dest=lib.FIREWALL_UNIT_PATH, mode="644", nft=NFT, rules_path=lib.FIREWALL_RULES,
+            table=lib.FIREWALL_TABLE, jinja_env_kwargs=dict(_JINJA),
+        )
+        files.directory(name="nftables drop-in directory",
+                        path=posixpath.dirname(lib.NFTABLES_DROPIN_PATH), mode="755")
+        dropin_op = files.template(
+            name="nftables reloads Ollama's firewall when it starts",
+            src=template("ollama/nftables-gpulab-ollama.conf.j2"),
+            dest=lib.NFTABLES_DROPIN_PATH, mode="644", nft=NFT, rules_path=lib.FIREWALL_RULES,
+            table=lib.FIREWALL_TABLE, firewall_unit=lib.FIREWALL_UNIT,
             jinja_env_kwargs=dict(_JINJA),
         )
+        files_changed = changed(rules_op, unit_op, dropin_op)
         if can_run:
             systemd.service(
                 name="Ollama firewall (re)loaded", service=lib.FIREWALL_UNIT, running=True,
-                restarted=True, daemon_reload=True, _if=changed(rules_op, unit_op),
+                restarted=True, daemon_reload=True, _if=files_changed,
             )
             systemd.service(
                 name="Ollama firewall enabled", service=lib.FIREWALL_UNIT, running=True,
                 enabled=True,
             )
+            live = host.get_fact(NftTable, family="inet", table=lib.FIREWALL_TABLE)
+            if not lib.live_table_matches(live, rules):
+                systemd.service(
+                    name="Ollama firewall restored (its table was missing from the live "
+                    "ruleset)", service=lib.FIREWALL_UNIT, running=True, reloaded=True,
+                    _if=lambda: not files_changed(),
+                )
         return [rules_op, unit_op]
     if can_run:
         systemd.service(
@@ -153,17 +228,21 @@ def _firewall(settings: Settings, plan: HostPlan, can_run: bool) -> list[Operati
                          present=False)
     rules_op = files.file(name="no Ollama firewall rules", path=lib.FIREWALL_RULES,
                           present=False)
+    dropin_op = files.file(name="no nftables drop-in for Ollama's firewall",
+                           path=lib.NFTABLES_DROPIN_PATH, present=False)
     if can_run:
         server.shell(
             name="no Ollama firewall table",
             commands=[f"nft delete table inet {lib.FIREWALL_TABLE} 2>/dev/null || true",
                       "systemctl daemon-reload"],
-            _if=changed(unit_op, rules_op),
+            _if=changed(unit_op, rules_op, dropin_op),
         )
     return [unit_op, rules_op]
 
 
 def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
+    if not _other_firewalls(plan):
+        return
     can_run = plan.ollama.service_can_run
     version = plan.ollama.version
     if plan.platform.startswith("wsl2") and not can_run:
@@ -221,6 +300,7 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
         jinja_env_kwargs=dict(_JINJA),
     )
     firewall_ops = _firewall(settings, plan, can_run)
+    _old_versions_removed(version)
 
     if not can_run:
         return
@@ -239,6 +319,15 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
     )
 
 
+def _old_versions_removed(version: str) -> None:
+    """Keep this version and the one before it; older trees hold GBs of GPU libraries each."""
+    linked_before = lib.version_in_link(host.get_fact(LinkTarget, path=lib.BIN_LINK))
+    installed = host.get_fact(OllamaVersionDirs)
+    for old in lib.versions_to_remove(installed, version, linked_before):
+        files.directory(name=f"old Ollama {old} removed", path=f"{lib.OPT_DIR}/{old}",
+                        present=False)
+
+
 def _absent(settings: Settings, plan: HostPlan) -> None:
     can_run = plan.ollama.service_can_run
     if can_run:
@@ -246,6 +335,7 @@ def _absent(settings: Settings, plan: HostPlan) -> None:
                         enabled=False)
     unit_op = files.file(name=f"no {lib.UNIT_PATH}", path=lib.UNIT_PATH, present=False)
     dropin_op = files.file(name=f"no {lib.DROPIN_PATH}", path=lib.DROPIN_PATH, present=False)
+    _other_firewalls(plan)
     _firewall(settings, plan, can_run)
     if can_run:
         systemd.daemon_reload(name="systemd reloaded", _if=changed(unit_op, dropin_op))
@@ -262,7 +352,7 @@ def _absent(settings: Settings, plan: HostPlan) -> None:
             files.directory(name="Ollama home removed", path=lib.HOME, present=False)
 
 
-@deploy("gpulab Ollama")
+@gpulab_deploy("gpulab Ollama")
 def ollama() -> None:
     """Ollama per the host's plan: installed, configured and running, or removed."""
     settings = host_settings(host)

@@ -17,13 +17,13 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from pyinfra import logger
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
+from pyinfra.connectors.fake import FakeConnector
 from pyinfra.context import host
 from pyinfra.facts.server import RebootRequired
 from pyinfra.operations import python, server
 
-from gpulab.deploys.common import say, will_change
+from gpulab.deploys.common import gpulab_deploy, say, will_change
 from gpulab.deploys.context import host_plan, host_run, host_settings
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.plan.driver import check_script, diagnose, parse_check
@@ -82,7 +82,7 @@ def reboot_left_to_user(needed: Callable[[], bool]) -> Generator[str]:
     yield from ()
 
 
-@deploy("reboot if needed")
+@gpulab_deploy("reboot if needed")
 def reboot_if_needed() -> None:
     """Apply the reboot policy (see the module) to this host."""
     plan = host_plan(host)
@@ -105,9 +105,12 @@ def reboot_if_needed() -> None:
         reboot_left_to_user(name=f"reboot: left to you ({plan.reboot.reason})", needed=needed)
         return
     batch = min(host_settings(other).reboot_batch for other in host.state.inventory)
+    # @fake (a dry run) gets the reboot planned and listed as a real host would, never run:
+    # pyinfra's wait_and_reconnect cannot reconnect to a host that was never there.
+    dry_run = issubclass(host.connector_cls, FakeConnector)
     rebooted = server.reboot(
         name=f"reboot for the driver ({plan.reboot.reason})", delay=10, reboot_timeout=600,
-        _parallel=batch, _if=needed,
+        _parallel=batch, _if=lambda: needed() and not dry_run,
     )
     if plan.driver.source is not None:
         python.call(

@@ -39,7 +39,7 @@ from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
 from gpulab.plan.models import ModelFit, plan_models
 from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
-from gpulab.settings import Settings, split_host_port
+from gpulab.settings import Settings, ollama_listen_address
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
 CUDA_KEYRING = "cuda-keyring_1.1-1_all.deb"
@@ -409,7 +409,7 @@ def _toolkit_plan(toolkit: Toolkit, reason: str) -> ToolkitPlan:
 
 def plan_ollama(facts: HostFacts, settings: Settings, driver: DriverPlan) -> OllamaPlan:
     """Where Ollama listens and whether its service can run on this host now."""
-    host, port = split_host_port(settings.ollama_host, 11434)
+    host, port = ollama_listen_address(settings.ollama_host)
     can_run = facts.systemd_running and not (facts.wsl and facts.wsl_systemd is False)
     if settings.ollama_state == "absent":
         reason = "ollama_state is absent"

@@ -31,6 +31,8 @@ FIREWALL_TABLE = "gpulab_ollama"
 FIREWALL_RULES = "/etc/gpulab/ollama.nft"
 FIREWALL_UNIT = "gpulab-ollama-firewall.service"
 FIREWALL_UNIT_PATH = f"/etc/systemd/system/{FIREWALL_UNIT}"
+NFTABLES_DROPIN_PATH = "/etc/systemd/system/nftables.service.d/gpulab-ollama.conf"
+UFW_COMMENT = "gpulab-ollama"  # marks the ufw rules gpulab owns
 USER = "ollama"
 HOME = "/usr/share/ollama"
 GPU_GROUPS = ("render", "video")  # joined only where they exist, as install.sh does
@@ -216,6 +218,74 @@ def firewall_rules(port: int, allowed_clients: tuple[str, ...] | list[str]) -> F
     return FirewallRules(port, tuple(ipv4), tuple(ipv6))
 
 
+def rule_address(network: str) -> str:
+    """A CIDR as nft and ufw print it back: a single address without its /32 or /128.
+
+    >>> rule_address("10.0.0.5/32"), rule_address("fd00::/8")
+    ('10.0.0.5', 'fd00::/8')
+    """
+    parsed = ipaddress.ip_network(network, strict=False)
+    if parsed.prefixlen == parsed.max_prefixlen:
+        return str(parsed.network_address)
+    return str(parsed)
+
+
+def live_table_matches(listing: str | None, rules: FirewallRules) -> bool:
+    """Whether ``nft list table inet gpulab_ollama`` shows the table these rules load.
+
+    None (no such table: ``flush ruleset`` from an nftables reload, or ``nft flush ruleset``
+    by hand) or a table without the drop rule or one of the allowed networks is no match.
+
+    >>> rules = firewall_rules(11434, ["10.0.0.0/24"])
+    >>> live_table_matches(None, rules)
+    False
+    >>> live_table_matches("ip saddr 10.0.0.0/24 tcp dport 11434 accept\\n"
+    ...                    "tcp dport 11434 counter packets 0 bytes 0 drop", rules)
+    True
+    """
+    if not listing:
+        return False
+    lines = listing.splitlines()
+    drop = any(f"tcp dport {rules.port} " in line and line.rstrip().endswith("drop")
+               for line in lines)
+    words = set(listing.replace(",", " ").replace("{", " ").replace("}", " ").split())
+    return drop and all(rule_address(net) in words for net in (*rules.ipv4, *rules.ipv6))
+
+
+def ufw_rule(network: str, port: int) -> str:
+    """The ufw rule (as ``ufw show added`` prints it) that lets ``network`` reach ``port``.
+
+    >>> ufw_rule("10.0.0.0/24", 11434)
+    "allow from 10.0.0.0/24 to any port 11434 proto tcp comment 'gpulab-ollama'"
+    """
+    return (f"allow from {rule_address(network)} to any port {port} proto tcp"
+            f" comment '{UFW_COMMENT}'")
+
+
+def ufw_changes(added: list[str], rules: FirewallRules | None) -> list[list[str]]:
+    """``ufw`` argument lists that make gpulab's ufw rules exactly ``rules`` (None: none).
+
+    ``added`` is ``ufw show added`` output; rules without gpulab's comment are the user's
+    and never touched. Stale gpulab rules are deleted, missing ones added.
+
+    >>> ufw_changes([], firewall_rules(11434, ["10.0.0.0/24"]))[0][:3]
+    ['allow', 'from', '10.0.0.0/24']
+    """
+    have = [line.strip().removeprefix("ufw ").strip() for line in added]
+    ours = [rule for rule in have if rule.endswith(f"comment '{UFW_COMMENT}'")]
+    wanted = [] if rules is None else [
+        ufw_rule(net, rules.port) for net in (*rules.ipv4, *rules.ipv6)
+    ]
+    changes = [["delete", *_ufw_words(rule)] for rule in ours if rule not in wanted]
+    changes += [_ufw_words(rule) for rule in wanted if rule not in ours]
+    return changes
+
+
+def _ufw_words(rule: str) -> list[str]:
+    words, _, comment = rule.partition(" comment ")
+    return [*words.split(), "comment", comment.strip("'")] if comment else words.split()
+
+
 def wsl_conf_with_systemd(text: str | None) -> str:
     """``/etc/wsl.conf`` with ``[boot] systemd=true``, every other line kept as it was.
 
@@ -312,10 +382,22 @@ def fetch_script(
         lines.append("export no_proxy NO_PROXY")
     lines += [
         'mkdir -p "$cache" "$opt"',
+        # curl's own --retry also retries a name that does not resolve: the loop below
+        # retries only transfers that can succeed later, and says the rest once.
+        "unreachable() {",
+        "  case $1 in",
+        '    5) echo "the proxy\'s host name does not resolve" ;;',
+        '    6) echo "its host name does not resolve" ;;',
+        '    7) echo "nothing accepts connections there" ;;',
+        "    *) return 1 ;;",
+        "  esac",
+        "}",
+        'fetch_fail() { why=$(unreachable "$1") || why="curl exit $1"; fail "cannot download $2'
+        ' ($why); check the network, DNS and https_proxy, or set ollama_download_base to a'
+        ' reachable mirror"; }',
         'if [ -z "$expected" ]; then',
-        '  sums=$(curl -fsSL --retry 3 --connect-timeout 30 "$sums_url") || fail "cannot'
-        ' fetch $sums_url to verify $url; set ollama_sha256 to the archive\'s sha256, or'
-        ' ollama_download_base to a mirror that has it"',
+        '  sums=$(curl -fsL --connect-timeout 30 "$sums_url") || fetch_fail $? "$sums_url to'
+        ' verify $url (or set ollama_sha256 to the archive\'s sha256)"',
         '  expected=$(printf "%s\\n" "$sums" | awk -v n="$name" \'{f=$2; sub(/^\\*/, "", f);'
         ' sub(/^\\.\\//, "", f); if (f == n && length($1) == 64) {print tolower($1); exit}}\')',
         '  [ -n "$expected" ] || fail "$sums_url lists no $name; set ollama_sha256"',
@@ -326,10 +408,10 @@ def fetch_script(
         ' [ "$(sha256sum "$part" | cut -d" " -f1)" = "$expected" ]; }',
         # Five attempts, each resuming the .part where the last one stopped.
         "tries=0",
-        'until complete || curl -fsSL --connect-timeout 30 --retry 3 --retry-delay 2 -C - -o'
-        ' "$part" "$url"',
+        'until complete || curl -fsL --connect-timeout 30 -C - -o "$part" "$url"',
         "do",
         "  rc=$?; tries=$((tries + 1))",
+        '  if unreachable "$rc" >/dev/null; then fetch_fail "$rc" "$url"; fi',
         '  if [ "$tries" -ge 5 ]; then',
         # An HTTP error (22) such as 416 means the .part cannot be resumed: start afresh next run.
         '    [ "$rc" != 22 ] || rm -f "$part"',
@@ -360,6 +442,44 @@ def fetch_script(
         'echo "gpulab: ollama: $url (sha256 $actual) unpacked in $dest"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def version_in_link(target: str | None, layout: Layout = Layout()) -> str | None:
+    """The version a link into ``/opt/ollama/<version>/`` points at, or None.
+
+    >>> version_in_link("/opt/ollama/0.34.2/bin/ollama")
+    '0.34.2'
+    >>> version_in_link("/usr/bin/ollama") is None
+    True
+    """
+    prefix = layout.opt_dir.rstrip("/") + "/"
+    if not target or not target.startswith(prefix):
+        return None
+    return target[len(prefix):].split("/", 1)[0] or None
+
+
+def versions_to_remove(installed: list[str], current: str, linked_before: str | None) -> list[str]:
+    """The ``/opt/ollama/<version>`` trees an upgrade leaves that can go (GBs each).
+
+    Kept: ``current`` and one previous version to switch back to, which is the one the links
+    pointed at before this run, or else the newest other one. Names that are no release
+    number (nothing gpulab unpacked) are never touched.
+
+    >>> versions_to_remove(["0.32.9", "0.33.0", "0.34.2"], "0.34.2", "0.32.9")
+    ['0.33.0']
+    >>> versions_to_remove(["0.32.9", "0.33.0", "0.34.2"], "0.34.2", "0.34.2")
+    ['0.32.9']
+    """
+    others = [v for v in installed if v != current and _VERSION.match(v)]
+    if not others:
+        return []
+    previous = linked_before if linked_before in others else max(others, key=_release_order)
+    return sorted((v for v in others if v != previous), key=_release_order)
+
+
+def _release_order(version: str) -> tuple[tuple[int, int, int], bool, str]:
+    # 0.33.0-rc2 < 0.33.0: a final release sorts after its candidates.
+    return version_tuple(version), "-rc" not in version, version
 
 
 def switch_link_script(path: str, target: str) -> str:

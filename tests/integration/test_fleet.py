@@ -88,27 +88,34 @@ def test_testinfra_sees_the_deployed_state(fleet: FleetUnderTest, name: str) -> 
     assert host.run("ip -4 route show default").stdout.split()[2] == "10.0.2.2"
 
 
+@pytest.mark.parametrize(("moment", "slow_key", "finished"), [
+    ("while facts are gathered", "fleet_slow_facts", "gathered\n"),
+    ("while operations run", "fleet_slow", "finished\n"),
+])
 def test_failed_host_is_named_and_others_finish(
-    fleet: FleetUnderTest, pyinfra_runner: Runner, clean_guest: Callable[..., str]
+    fleet: FleetUnderTest, pyinfra_runner: Runner, clean_guest: Callable[..., str],
+    moment: str, slow_key: str, finished: str,
 ) -> None:
     victim, survivor = "lab-02", "lab-01"
-    fleet.ssh(survivor, "rm -f /root/fleet-run-finished")
+    for name in (victim, survivor):
+        fleet.ssh(name, "rm -f /root/fleet-run-finished /run/gpulab-slow-step")
     holder: dict[str, PyinfraResult] = {}
     run = threading.Thread(
         target=lambda: holder.setdefault(
-            "r", pyinfra_runner(FLEET_DEPLOY, data={"fleet_slow": "1"}, label="run, lab-02 dies")
+            "r", pyinfra_runner(FLEET_DEPLOY, data={slow_key: "1"},
+                                label=f"run, lab-02 dies {moment}")
         )
     )
     run.start()
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # kill it while the slow step runs there
-            rc, _ = fleet.ssh(victim, "pgrep -x sleep", timeout=10)
+        while time.monotonic() < deadline:  # kill it inside the slow step
+            rc, _ = fleet.ssh(victim, "test -e /run/gpulab-slow-step", timeout=10)
             if rc == 0:
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the slow step never started on the victim")
+            pytest.fail(f"the slow step ({moment}) never started on the victim")
         fleet.kill(victim)
         run.join(timeout=300)
         assert not run.is_alive(), "pyinfra did not finish after a host died"
@@ -116,7 +123,7 @@ def test_failed_host_is_named_and_others_finish(
         assert result.rc != 0, result.describe()
         assert result.failed_hosts == [victim], result.describe()
         assert victim in result.output
-        assert fleet.ssh(survivor, "cat /root/fleet-run-finished")[1] == "finished\n"
+        assert fleet.ssh(survivor, "cat /root/fleet-run-finished")[1] == finished
     finally:
         run.join(timeout=300)
         # the clean-guest factory: a fresh overlay, booted; the deploy's marker is gone

@@ -54,8 +54,8 @@ class Lab:
         )
         return proc.returncode, proc.stdout + proc.stderr
 
-    def out(self, command: str) -> str:
-        rc, text = self.sh(command)
+    def out(self, command: str, timeout: float = 60) -> str:
+        rc, text = self.sh(command, timeout)
         assert rc == 0, f"{command}: rc={rc}\n{text}"
         return text.strip()
 
@@ -82,6 +82,30 @@ class Lab:
     def listeners(self) -> list[str]:
         """Local addresses listening on Ollama's port (``ss``'s fourth column)."""
         return self.out("ss -ltnH 'sport = :11434' | awk '{print $4}'").split()
+
+    def client_namespace(self) -> None:
+        """A second machine inside the guest: netns ``client`` behind a veth pair.
+
+        Its packets arrive on ``veth-gl`` (not ``lo``) from 10.99.0.2 and fd99::2, so they
+        meet every input chain (gpulab's table, ufw's) as a LAN client's would.
+        """
+        self.out(
+            "ip netns list | grep -qw client || {"
+            " ip netns add client && ip link add veth-gl type veth peer name veth-cl netns client"
+            " && ip addr add 10.99.0.1/24 dev veth-gl && ip -6 addr add fd99::1/64 dev veth-gl"
+            " nodad && ip link set veth-gl up && ip -n client link set lo up"
+            " && ip -n client addr add 10.99.0.2/24 dev veth-cl"
+            " && ip -n client -6 addr add fd99::2/64 dev veth-cl nodad"
+            " && ip -n client link set veth-cl up; }"
+        )
+
+    def reachable_from_client(self) -> dict[str, bool]:
+        """Whether the netns client reaches Ollama over IPv4 and over IPv6."""
+        return {
+            family: self.sh("ip netns exec client curl -sS -g -o /dev/null --max-time 3"
+                            f" http://{address}:11434/api/version")[0] == 0
+            for family, address in (("ipv4", "10.99.0.1"), ("ipv6", "[fd99::1]"))
+        }
 
     def starts(self) -> int:
         """How many times systemd has started ollama.service on this boot."""
@@ -153,12 +177,15 @@ def test_second_run_changes_nothing(lab: Lab) -> None:
 def test_version_bump_upgrades_in_place_and_restarts_once(lab: Lab) -> None:
     lab.out("install -d -o ollama -g ollama /usr/share/ollama/.ollama/models/blobs"
             " && touch /usr/share/ollama/.ollama/models/blobs/kept")
+    # An older tree left from before OLD: the upgrade keeps NEW and OLD (to go back to) only.
+    lab.out("mkdir -p /opt/ollama/0.32.0/bin && echo 0 > /opt/ollama/0.32.0/.gpulab-sha256")
     result = lab.deploy("upgrade", ollama_version=NEW)
     assert result.rc == 0, result.describe()
     lab.wait_api(NEW)
     assert lab.starts() == 2, lab.sh("journalctl -b -u ollama --no-pager -o cat")[1]
     assert lab.out("readlink /usr/local/lib/ollama") == f"/opt/ollama/{NEW}/lib/ollama"
     assert lab.out("test -f /usr/share/ollama/.ollama/models/blobs/kept && echo kept") == "kept"
+    assert lab.out("ls /opt/ollama").split() == [OLD, NEW]
     assert lab.api("/api/stub/env")["env"]["OLLAMA_KEEP_ALIVE"] == "5m"
 
 
@@ -174,30 +201,78 @@ def test_checksum_mismatch_fails_the_host_and_keeps_the_running_version(lab: Lab
     assert lab.starts() == 2
 
 
+EXPOSED = {"ollama_version": NEW, "ollama_host": "0.0.0.0:11434"}
+BLOCKED = {"ipv4": False, "ipv6": False}
+CLIENT = ["10.99.0.2/32", "fd99::2/128"]
+
+
 def test_lan_exposure_opens_the_port_only_to_allowed_clients(lab: Lab) -> None:
-    address = lab.out("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1")
-    probe = f"curl -sS -o /dev/null --max-time 3 http://{address}:11434/api/version"
-    result = lab.deploy("expose-other", ollama_version=NEW, ollama_host="0.0.0.0:11434",
-                        ollama_allowed_clients=["192.0.2.0/24"])
+    lab.client_namespace()
+    result = lab.deploy("expose-other", ollama_allowed_clients=["192.0.2.0/24"], **EXPOSED)
     assert result.rc == 0, result.describe()
     lab.wait_api(NEW)
     table = lab.out("nft list table inet gpulab_ollama")
     assert "192.0.2.0/24" in table and "drop" in table
-    assert lab.listeners() == ["0.0.0.0:11434"]
-    assert lab.sh(probe)[0] != 0, f"{address} reached Ollama without being allowed"
+    assert lab.listeners() == ["*:11434"]  # one dual-stack socket, as Go opens for 0.0.0.0
+    assert lab.reachable_from_client() == BLOCKED
     assert lab.api("/api/version")["version"] == NEW  # loopback is always allowed
 
-    result = lab.deploy("expose-self", ollama_version=NEW, ollama_host="0.0.0.0:11434",
-                        ollama_allowed_clients=[f"{address}/32"])
+
+@pytest.mark.parametrize("flush", [
+    "systemctl start nftables",  # not running yet: /etc/nftables.conf's "flush ruleset"
+    "systemctl reload nftables",
+    "systemctl restart nftables",
+])
+def test_nftables_start_reload_restart_keep_the_table(lab: Lab, flush: str) -> None:
+    lab.out(flush)
+    lab.wait_api(NEW)
+    assert "tcp dport 11434" in lab.out("nft list table inet gpulab_ollama"), flush
+    assert lab.reachable_from_client() == BLOCKED, flush
+
+
+def test_flushed_ruleset_is_noticed_and_restored_by_a_rerun(lab: Lab) -> None:
+    lab.out("nft flush ruleset")
+    assert lab.reachable_from_client() == {"ipv4": True, "ipv6": True}  # what a flush does
+    result = lab.deploy("restore-table", ollama_allowed_clients=["192.0.2.0/24"], **EXPOSED)
     assert result.rc == 0, result.describe()
-    rc, text = lab.sh(probe)
-    assert rc == 0, text
-    assert f"{address}" in lab.out("nft list table inet gpulab_ollama")
+    assert result.hosts[lab.name].changed == ["gpulab Ollama | Ollama firewall restored (its "
+                                              "table was missing from the live ruleset)"]
+    assert lab.reachable_from_client() == BLOCKED
+
+
+def test_allowed_client_reaches_ollama_on_both_families(lab: Lab) -> None:
+    result = lab.deploy("expose-client", ollama_allowed_clients=CLIENT, **EXPOSED)
+    assert result.rc == 0, result.describe()
+    lab.wait_api(NEW)
+    assert lab.reachable_from_client() == {"ipv4": True, "ipv6": True}
+    table = lab.out("nft list table inet gpulab_ollama")
+    assert "10.99.0.2" in table and "fd99::2" in table
     assert lab.out("systemctl is-enabled gpulab-ollama-firewall") == "enabled"
 
+
+def test_active_ufw_is_opened_to_the_allowed_clients(lab: Lab) -> None:
+    lab.client_namespace()
+    with timed("ollama: install and enable ufw on the guest"):
+        lab.out("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive"
+                " apt-get install -y -q ufw >/dev/null"
+                " && ufw allow 22/tcp && ufw --force enable", timeout=600)
+    # ufw's own input chain drops what gpulab's table accepted.
+    assert lab.reachable_from_client() == BLOCKED
+    result = lab.deploy("expose-ufw", ollama_allowed_clients=CLIENT, **EXPOSED)
+    assert result.rc == 0, result.describe()
+    assert lab.reachable_from_client() == {"ipv4": True, "ipv6": True}
+    assert "gpulab-ollama" in lab.out("ufw status")
+    rerun = lab.deploy("expose-ufw-rerun", ollama_allowed_clients=CLIENT, **EXPOSED)
+    assert rerun.changed_hosts == [], rerun.describe()
+
+
+def test_loopback_again_removes_table_and_ufw_rules(lab: Lab) -> None:
     result = lab.deploy("loopback-again", ollama_version=NEW)
     assert result.rc == 0, result.describe()
     rc, _ = lab.sh("nft list table inet gpulab_ollama")
     assert rc != 0, "the firewall table stays after exposure is turned off"
+    assert "gpulab-ollama" not in lab.out("ufw status")
+    assert lab.out("test -e /etc/systemd/system/nftables.service.d/gpulab-ollama.conf"
+                   " || echo gone") == "gone"
     lab.wait_api(NEW)
     assert lab.listeners() == ["127.0.0.1:11434"]

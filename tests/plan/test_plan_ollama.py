@@ -46,7 +46,7 @@ def test_default_install_on_every_platform(facts: str, gpu: bool) -> None:
     release = planned.op("Ollama 0.34.2").text
     assert f"url='{GITHUB}/v0.34.2/ollama-linux-amd64.tar.zst'" in release
     assert f"expected='{KNOWN_SHA256[('0.34.2', 'amd64')]}'" in release
-    assert "curl -fsSL" in release and "-C - -o \"$part\"" in release
+    assert "curl -fsL" in release and "-C - -o \"$part\"" in release
     assert "tar -x -I zstd" in release
     assert "mv -Tf '/usr/local/bin/ollama.gpulab-new' '/usr/local/bin/ollama'" in (
         planned.op("/usr/local/bin/ollama ->").text)

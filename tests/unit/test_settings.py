@@ -12,7 +12,6 @@ from gpulab.settings import (
     SettingsError,
     parse_inventory_settings,
     parse_settings,
-    split_host_port,
 )
 
 pytestmark = pytest.mark.unit
@@ -123,20 +122,6 @@ def test_whole_inventory_reports_every_host_at_once() -> None:
 def test_valid_inventory() -> None:
     settings = parse_inventory_settings([("a", {}), ("b", {"driver_branch": 570})])
     assert settings["b"].driver_branch == 570
-
-
-@pytest.mark.parametrize(
-    ("listen", "expected"),
-    [
-        ("127.0.0.1:11434", ("127.0.0.1", 11434)),
-        ("0.0.0.0", ("0.0.0.0", 11434)),
-        ("http://10.0.0.5:8080/", ("10.0.0.5", 8080)),
-        ("[::1]:9000", ("::1", 9000)),
-        (":11435", ("127.0.0.1", 11435)),
-    ],
-)
-def test_split_host_port(listen: str, expected: tuple[str, int]) -> None:
-    assert split_host_port(listen, 11434) == expected
 
 
 def test_readme_documents_every_key() -> None:
