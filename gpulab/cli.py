@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     facts.set_defaults(func=cmd_facts)
 
     from gpulab.lab.commands import add_lab_parser
+    from gpulab.verify.command import add_verify_parser
 
+    add_verify_parser(commands)
     add_lab_parser(commands)
     return parser
 
