@@ -12,6 +12,7 @@ import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,13 @@ from gpulab import ollama as ollama_lib
 from gpulab.compat.cuda import Platform
 from gpulab.deploys.cuda import PROFILE_SCRIPT
 from gpulab.deploys.nvidia import BLACKLIST_CONF, BRANCH_PIN
-from gpulab.facts import CudaToolkits, LoadedDriverVersion, NvidiaSmi, gather_host_facts
+from gpulab.facts import (
+    CudaToolkits,
+    LoadedDriverVersion,
+    NvidiaPciDevices,
+    NvidiaSmi,
+    gather_host_facts,
+)
 from gpulab.hostfacts import CudaToolkit, FactsFile, HostFacts
 from gpulab.models.catalog import EMBEDDING_DIMENSIONS
 from gpulab.nvidia import blacklist_patterns
@@ -84,10 +91,16 @@ class Subject:
     def login_shell(self, command: str) -> Any:
         return self.host.run(f"bash -lc {shlex.quote(command)}")
 
-    @property
+    @cached_property
     def has_gpu(self) -> bool:
-        """An NVIDIA GPU on the PCI bus, or (WSL2) one the Windows driver shows."""
-        return bool(self.facts.pci_gpus or (self.facts.wsl and self.facts.smi.gpus))
+        """An NVIDIA GPU on the PCI bus now, or (WSL2) one the Windows driver shows.
+
+        Read live even when the plan comes from recorded facts: the GPU checks ask about the
+        hardware in front of us, as the deploy's post-reboot check does.
+        """
+        if self.facts.wsl:
+            return bool(self.fact(NvidiaSmi).gpus)
+        return bool(self.fact(NvidiaPciDevices))
 
 
 def connect(target: Target, ssh_config: Path) -> Any:
@@ -149,7 +162,7 @@ def _no_driver(subject: Subject) -> str | None:
 
 
 def _no_gpu(subject: Subject) -> str | None:
-    return None if subject.has_gpu else "no NVIDIA GPU"
+    return None if subject.has_gpu else "no NVIDIA GPU on this host"
 
 
 def _no_linux_driver_gpu(subject: Subject) -> str | None:
@@ -169,12 +182,31 @@ def _ollama_cannot_run(subject: Subject) -> str | None:
     return plan.reason if plan.state == "absent" or not plan.service_can_run else None
 
 
+def _ollama_not_serving(subject: Subject) -> str | None:
+    """What needs the server running is not checked when it is not (its own check fails)."""
+    if reason := _ollama_cannot_run(subject):
+        return reason
+    if not subject.host.service("ollama").is_running:
+        return "not checked: ollama.service is not running (see its check)"
+    return None
+
+
+def _toolkit_not_linked(subject: Subject) -> str | None:
+    if reason := _no_toolkit(subject):
+        return reason
+    if _cuda_link_target(subject) != subject.plan.toolkit.prefix:
+        return "not checked: /usr/local/cuda is not the planned toolkit (see its check)"
+    return None
+
+
 _wsl_only = _only_if(_not_wsl)
 _driver_installed = _only_if(_no_driver)
 _gpu_present = _only_if(_no_gpu)
 _linux_driver_gpu = _only_if(_no_linux_driver_gpu)
 _toolkit_planned = _only_if(_no_toolkit)
 _ollama_runs = _only_if(_ollama_cannot_run)
+_ollama_serving = _only_if(_ollama_not_serving)
+_toolkit_linked = _only_if(_toolkit_not_linked)
 
 
 def probe_os(subject: Subject) -> Outcome:
@@ -252,15 +284,19 @@ def probe_toolkit(subject: Subject) -> Outcome:
     return checks.check_toolkit_installed(found, toolkit.prefix, toolkit.version)
 
 
+def _cuda_link_target(subject: Subject) -> str | None:
+    """Where ``/usr/local/cuda`` resolves to (through /etc/alternatives), None if nowhere."""
+    link = subject.host.file("/usr/local/cuda")
+    return str(link.linked_to).rstrip("/") if link.exists and link.is_symlink else None
+
+
 @_toolkit_planned
 def probe_cuda_link(subject: Subject) -> Outcome:
     assert subject.plan.toolkit.prefix is not None
-    link = subject.host.file("/usr/local/cuda")
-    resolved = str(link.linked_to) if link.exists and link.is_symlink else None
-    return checks.check_cuda_link(resolved, subject.plan.toolkit.prefix)
+    return checks.check_cuda_link(_cuda_link_target(subject), subject.plan.toolkit.prefix)
 
 
-@_toolkit_planned
+@_toolkit_linked
 def probe_nvcc(subject: Subject) -> Outcome:
     assert subject.plan.toolkit.version is not None
     result = subject.login_shell("nvcc --version")
@@ -308,7 +344,7 @@ def probe_ollama_service(subject: Subject) -> Outcome:
     return checks.check_ollama_service(service.is_enabled, service.is_running, user)
 
 
-@_ollama_runs
+@_ollama_serving
 def probe_ollama_listeners(subject: Subject) -> Outcome:
     plan = subject.plan.ollama
     sockets = subject.host.socket.get_listening_sockets()
@@ -343,7 +379,7 @@ def _api(subject: Subject, path: str, body: dict[str, object] | None = None,
     return subject.host.run(command)
 
 
-@_ollama_runs
+@_ollama_serving
 def probe_api_version(subject: Subject) -> Outcome:
     result = _api(subject, "/api/version")
     return checks.check_api_version(result.rc, result.stdout + result.stderr,
@@ -363,7 +399,7 @@ def _embedding_model(subject: Subject) -> str | None:
     return next((name for name in _model_names(subject) if name in EMBEDDING_DIMENSIONS), None)
 
 
-@_ollama_runs
+@_ollama_serving
 def probe_models_listed(subject: Subject) -> Outcome:
     if not subject.plan.models:
         return not_applicable("the plan has no course models (models is empty)")
@@ -373,7 +409,7 @@ def probe_models_listed(subject: Subject) -> Outcome:
     return checks.check_models_listed(result.stdout + result.stderr, planned)
 
 
-@_ollama_runs
+@_ollama_serving
 def probe_model_on_gpu(subject: Subject) -> Outcome:
     model = _chat_model(subject)
     if model is None:
@@ -391,7 +427,7 @@ def probe_model_on_gpu(subject: Subject) -> Outcome:
     return checks.check_model_on_gpu(ps.stdout + ps.stderr, model)
 
 
-@_ollama_runs
+@_ollama_serving
 def probe_embedding(subject: Subject) -> Outcome:
     model = _embedding_model(subject)
     if model is None:
