@@ -27,6 +27,7 @@ from gpulab.lab.pyinfra_run import PyinfraResult, run_pyinfra
 from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import ReleaseAsset, build_release
+from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 
 pytestmark = pytest.mark.integration
@@ -144,8 +145,7 @@ def test_second_run_changes_nothing(lab: Lab) -> None:
     result = lab.deploy("rerun", ollama_version=OLD, ollama_keep_alive="10m",
                         ollama_num_parallel=2, ollama_kv_cache_type="q8_0",
                         ollama_flash_attention=True)
-    assert result.rc == 0, result.describe()
-    assert result.changed_hosts == [], result.describe()
+    assert_unchanged(result, [lab.name])
     assert lab.server.count(f"/{lab.releases[OLD].url_path}", "GET") == 1
     assert lab.starts() == 1
 
@@ -201,3 +201,5 @@ def test_lan_exposure_opens_the_port_only_to_allowed_clients(lab: Lab) -> None:
     assert rc != 0, "the firewall table stays after exposure is turned off"
     lab.wait_api(NEW)
     assert lab.listeners() == ["127.0.0.1:11434"]
+    # and gpulab verify, from the same inventory, finds the host ready
+    assert_ready(verify(lab.tmp / "inventory-loopback-again.py", label="ollama lab"), [lab.name])
