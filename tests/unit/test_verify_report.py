@@ -139,3 +139,54 @@ def test_cli_usage_errors_are_exit_2(tmp_path: Path) -> None:
     inventory.write_text("room = ['@local']\n")
     done = _verify(str(inventory), "--limit", "nobody")
     assert done.returncode == 2 and "nobody" in done.stderr
+
+
+class _Result:
+    def __init__(self, rc: int, stdout: str) -> None:
+        self.rc, self.stdout, self.stderr = rc, stdout, ""
+
+
+class _RecordedHost:
+    """A testinfra host answering each command from a table of recorded outputs."""
+
+    def __init__(self, answers: dict[str, tuple[int, str]], binaries: set[str]) -> None:
+        self.answers, self.binaries, self.commands = answers, binaries, []
+
+    def exists(self, command: str) -> bool:
+        return command in self.binaries
+
+    def run(self, command: str) -> _Result:
+        self.commands.append(command)
+        for needle, (rc, out) in self.answers.items():
+            if needle in command:
+                return _Result(rc, out)
+        return _Result(1, "")
+
+
+def test_pyinfra_facts_through_testinfra_keep_pyinfra_semantics() -> None:
+    from pyinfra.api.facts import FactBase
+
+    from gpulab.facts import LoadedDriverVersion, NvidiaSmi, OsRelease
+    from gpulab.verify.probes import TestinfraFacts
+
+    os_release = (REPO / "tests/data/recorded/os-release-debian12.txt").read_text()
+    host = _RecordedHost({"os-release": (0, os_release.split("\n", 1)[1]),
+                          "/sys/module/nvidia/version": (0, "")}, binaries=set())
+    facts = TestinfraFacts(host)
+    assert facts.get_fact(OsRelease).id == "debian"
+    assert facts.get_fact(LoadedDriverVersion) is None  # no output: pyinfra's default()
+    assert facts.get_fact(NvidiaSmi).exit_code is None  # failed command: default()
+
+    class Mokutil(FactBase[str]):
+        def requires_command(self) -> str:
+            return "mokutil"
+
+        def command(self) -> str:
+            return "mokutil --sb-state"
+
+        @staticmethod
+        def default() -> str:
+            return "absent"
+
+    assert facts.get_fact(Mokutil) == "absent"
+    assert not any("mokutil" in c for c in host.commands)  # missing binary: not even run
