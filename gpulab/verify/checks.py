@@ -478,7 +478,7 @@ def check_models_listed(tags_body: str, planned: Mapping[str, str | None]) -> Ou
     missing = [name for name in planned if full_model_name(name) not in listed]
     if missing:
         return failed(f"not pulled: {', '.join(missing)}",
-                      f"{DEPLOY_AGAIN} (it pulls the course models)")
+                      f"`ollama pull {' '.join(missing)}` on the host")
     wrong = [name for name, digest in planned.items()
              if digest and listed[full_model_name(name)] != digest.removeprefix("sha256:")]
     if wrong:

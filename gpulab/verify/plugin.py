@@ -99,7 +99,7 @@ class Room:
                 return not_applicable("not checked: the host has no plan")
             return not_applicable("not checked: the host could not be reached")
         if check == REACHABLE:
-            return passed(f"reached as {subject.facts.hostname}")
+            return passed(f"reached ({self.room.targets[name].hostspec})")
         probe = next(c.probe for c in CHECKS if c.name == check)
         try:
             return probe(subject)

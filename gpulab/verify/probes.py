@@ -92,6 +92,10 @@ class Subject:
         return self.host.run(f"bash -lc {shlex.quote(command)}")
 
     @cached_property
+    def ollama_running(self) -> bool:
+        return bool(self.host.service("ollama").is_running)
+
+    @cached_property
     def has_gpu(self) -> bool:
         """An NVIDIA GPU on the PCI bus now, or (WSL2) one the Windows driver shows.
 
@@ -186,7 +190,7 @@ def _ollama_not_serving(subject: Subject) -> str | None:
     """What needs the server running is not checked when it is not (its own check fails)."""
     if reason := _ollama_cannot_run(subject):
         return reason
-    if not subject.host.service("ollama").is_running:
+    if not subject.ollama_running:
         return "not checked: ollama.service is not running (see its check)"
     return None
 
@@ -300,7 +304,7 @@ def probe_cuda_link(subject: Subject) -> Outcome:
 def probe_nvcc(subject: Subject) -> Outcome:
     assert subject.plan.toolkit.version is not None
     result = subject.login_shell("nvcc --version")
-    outcome = checks.check_nvcc(result.rc, result.stdout + result.stderr,
+    outcome = checks.check_nvcc(result.rc, _said(result),
                                 subject.plan.toolkit.version)
     if outcome.status == "fail" and not subject.host.file(PROFILE_SCRIPT).exists:
         return failed(f"{PROFILE_SCRIPT} is missing: login shells do not find nvcc",
@@ -379,10 +383,15 @@ def _api(subject: Subject, path: str, body: dict[str, object] | None = None,
     return subject.host.run(command)
 
 
+def _said(result: Any) -> str:
+    """A command's stdout, then its stderr: curl's reason follows the server's body."""
+    return " ".join(part for part in (result.stdout, result.stderr) if part)
+
+
 @_ollama_serving
 def probe_api_version(subject: Subject) -> Outcome:
     result = _api(subject, "/api/version")
-    return checks.check_api_version(result.rc, result.stdout + result.stderr,
+    return checks.check_api_version(result.rc, _said(result),
                                     subject.plan.ollama.version, _api_url(subject, "/api/version"))
 
 
@@ -406,7 +415,7 @@ def probe_models_listed(subject: Subject) -> Outcome:
     # a planned manifest digest comes with the models feature; until then names only
     planned = {fit.name: getattr(fit, "digest", None) for fit in subject.plan.models}
     result = _api(subject, "/api/tags")
-    return checks.check_models_listed(result.stdout + result.stderr, planned)
+    return checks.check_models_listed(_said(result), planned)
 
 
 @_ollama_serving
@@ -421,10 +430,10 @@ def probe_model_on_gpu(subject: Subject) -> Outcome:
                      timeout=GENERATE_TIMEOUT_S)
     if generated.rc != 0:
         return failed(f"a one-token generation with {model} failed: "
-                      f"{(generated.stdout + generated.stderr).strip()[-200:]}",
+                      f"{(_said(generated)).strip()[-200:]}",
                       "`journalctl -u ollama -b`")
     ps = _api(subject, "/api/ps")
-    return checks.check_model_on_gpu(ps.stdout + ps.stderr, model)
+    return checks.check_model_on_gpu(_said(ps), model)
 
 
 @_ollama_serving
@@ -434,7 +443,7 @@ def probe_embedding(subject: Subject) -> Outcome:
         return not_applicable("the plan has no embedding model")
     result = _api(subject, "/api/embed", {"model": model, "input": "ready?"},
                   timeout=GENERATE_TIMEOUT_S)
-    return checks.check_embedding(result.stdout + result.stderr, model,
+    return checks.check_embedding(_said(result), model,
                                   EMBEDDING_DIMENSIONS[model])
 
 
