@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Host tools: guests (QEMU, debootstrap, mkfs.ext4 -d), test stand-ins (dpkg-deb, gpg, zstd).
 APT_PACKAGES := debootstrap mmdebstrap qemu-system-x86 qemu-utils e2fsprogs zstd gnupg \
-	dpkg-dev openssh-client iproute2 ca-certificates
+	dpkg-dev openssh-client iproute2 ca-certificates chromium
 LAB_HOSTS ?= 2
 
 .PHONY: help setup apt venv lint test test-fast lab lab-down bench

@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gpulab.lab.commands import add_lab_parser
     from gpulab.models.commands import add_models_parser
+    from gpulab.verify.command import add_verify_parser
 
+    add_verify_parser(commands)
     add_lab_parser(commands)
     add_models_parser(commands)
     return parser

@@ -30,3 +30,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 # Weights plus KV cache and compute buffers at the default context; a planning margin,
 # not a measurement.
 RUNTIME_OVERHEAD = 1.2
+
+# Vector length of each course embedding model (the model card's hidden_size):
+# BAAI/bge-large-zh-v1.5 config.json "hidden_size": 1024.
+EMBEDDING_DIMENSIONS: dict[str, int] = {
+    "znbang/bge:large-zh-v1.5-f16": 1024,
+}

@@ -21,6 +21,7 @@ import testinfra
 
 from gpulab.lab.image import ImagePaths
 from tests.fleet import FleetUnderTest
+from tests.integration.outcomes import assert_unchanged
 from tests.pyinfra_run import PyinfraResult
 
 pytestmark = [
@@ -53,10 +54,7 @@ def test_deploy_runs_on_all_guests_in_parallel(
 
 def test_second_run_changes_nothing(fleet: FleetUnderTest, pyinfra_runner: Runner) -> None:
     result = pyinfra_runner(*deploys(), label="rerun (must be no-op), 2 guests")
-    assert result.rc == 0, result.describe()
-    assert set(result.hosts) == set(fleet.guests), result.describe()
-    assert result.changed_hosts == [], result.describe()
-    assert all(s.no_change > 0 for s in result.hosts.values()), result.describe()
+    assert_unchanged(result, fleet.guests)
 
 
 @pytest.mark.parametrize("name", ["lab-01", "lab-02"])

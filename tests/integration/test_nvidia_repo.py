@@ -31,6 +31,7 @@ import pytest
 from gpulab.lab.fleet import Fleet
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
+from tests.integration.outcomes import assert_unchanged
 from tests.phases import record_phase
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
@@ -137,7 +138,7 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     # Second run: nothing changes, no reboot.
     booted = lab.boot_id()
     second = lab.deploy()
-    assert second.hosts[GUEST].changed == [], second.describe()
+    assert_unchanged(second, [GUEST])
     assert lab.boot_id() == booted
 
     # Another toolkit next to the first; the plan's becomes /usr/local/cuda.

@@ -26,6 +26,7 @@ from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import ReleaseAsset, build_release
 from tests.fleet import FleetUnderTest
+from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
@@ -168,8 +169,7 @@ def test_second_run_changes_nothing(lab: Lab) -> None:
     result = lab.deploy("rerun", ollama_version=OLD, ollama_keep_alive="10m",
                         ollama_num_parallel=2, ollama_kv_cache_type="q8_0",
                         ollama_flash_attention=True)
-    assert result.rc == 0, result.describe()
-    assert result.changed_hosts == [], result.describe()
+    assert_unchanged(result, [lab.name])
     assert lab.server.count(f"/{lab.releases[OLD].url_path}", "GET") == 1
     assert lab.starts() == 1
 
@@ -276,3 +276,5 @@ def test_loopback_again_removes_table_and_ufw_rules(lab: Lab) -> None:
                    " || echo gone") == "gone"
     lab.wait_api(NEW)
     assert lab.listeners() == ["127.0.0.1:11434"]
+    # and gpulab verify, from the same inventory, finds the host ready
+    assert_ready(verify(lab.tmp / "inventory-loopback-again.py", label="ollama lab"), [lab.name])
