@@ -188,10 +188,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.facts:
         facts = _read_facts_files(args.facts)
     else:
-        # Dry-run hosts (@fake, validated above) are planned from their recorded file.
+        # Dry-run hosts (@fake, validated above) and stand-in guests are planned from a file.
         facts = {name: FactsFile.model_validate_json(Path(path).read_text()).facts
                  for name, host_settings in settings.items()
-                 if (path := host_settings.gpulab_recorded_facts)}
+                 if (path := host_settings.gpulab_recorded_facts
+                     or host_settings.gpulab_stand_in_facts)}
         live = [name for name in settings if name not in facts]
         if live:
             gathered, failed = _gather_live(args.inventory, live, args.debug)

@@ -319,6 +319,12 @@ class Settings(BaseModel):
         description="@fake hosts only: an absolute path to a `gpulab facts` file; the deploy "
         "and `gpulab plan` use it instead of the host's live facts (a dry run).",
     )
+    gpulab_stand_in_facts: str | None = Field(
+        default=None,
+        description="Rehearsal guests only: an absolute path to a `gpulab facts` file; the host "
+        "is deployed for real but planned as that machine (a VM standing in for a GPU PC). "
+        "Never on a room's PCs.",
+    )
 
     @field_validator(
         "apt_proxy", "https_proxy", "nvidia_repo_base", "ollama_download_base",
@@ -383,7 +389,7 @@ class Settings(BaseModel):
         ollama_listen_address(value)
         return value
 
-    @field_validator("gpulab_recorded_facts")
+    @field_validator("gpulab_recorded_facts", "gpulab_stand_in_facts")
     @classmethod
     def _facts_file(cls, value: str | None) -> str | None:
         if value is None:
@@ -504,7 +510,8 @@ def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
         # A leftover of a dry run on a real room must not plan a real PC from a file.
         problems.append(SettingsProblem(
             host, "gpulab_recorded_facts", "only for pyinfra's @fake connector (a dry run, "
-            "e.g. host @fake/pc-101); remove it from this real host"))
+            "e.g. host @fake/pc-101); remove it from this real host, or use "
+            "gpulab_stand_in_facts on a rehearsal guest"))
     if problems:
         raise SettingsError(problems)
     return settings

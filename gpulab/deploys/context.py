@@ -28,6 +28,8 @@ from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 # pyinfra's ``@fake`` connector (checked with the other settings): the plan is made from the
 # file instead of from the host.
 RECORDED_FACTS_KEY = "gpulab_recorded_facts"
+# The same file on a real rehearsal guest: deployed for real, planned as the recorded machine.
+STAND_IN_FACTS_KEY = "gpulab_stand_in_facts"
 
 
 class GpulabDataError(PyinfraError):
@@ -77,10 +79,12 @@ def host_settings(host: Any) -> Settings:
 
 
 def host_facts(host: Any) -> HostFacts:
-    """This host's facts: gathered live, or read from a recorded file for a dry run."""
-    recorded = host_settings(host).gpulab_recorded_facts
+    """This host's facts: gathered live, or read from a recorded file (a dry run on ``@fake``,
+    or a rehearsal guest standing in for another machine)."""
+    settings = host_settings(host)
+    recorded = settings.gpulab_recorded_facts or settings.gpulab_stand_in_facts
     if recorded is None:
-        return gather_host_facts(host, host_settings(host).ollama_models_dir)
+        return gather_host_facts(host, settings.ollama_models_dir)
     facts = FactsFile.model_validate_json(Path(recorded).read_text()).facts
     _answer_as_recorded(host, facts)
     return facts

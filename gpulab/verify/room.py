@@ -56,7 +56,7 @@ class RoomFile:
 
 def read_inventory(inventory: str, limit: list[str] | None, workdir: Path) -> RoomFile:
     """Load the pyinfra inventory, validate every host's settings, write the ssh_config."""
-    from gpulab.deploys.context import RECORDED_FACTS_KEY
+    from gpulab.deploys.context import RECORDED_FACTS_KEY, STAND_IN_FACTS_KEY
     from gpulab.inventory import host_data, load_state
     from gpulab.settings import parse_inventory_settings
 
@@ -67,7 +67,8 @@ def read_inventory(inventory: str, limit: list[str] | None, workdir: Path) -> Ro
     targets, problems, blocks = {}, {}, []
     for name in names:
         try:
-            targets[name] = target_for(name, data[name], RECORDED_FACTS_KEY)
+            key = STAND_IN_FACTS_KEY if data[name].get(STAND_IN_FACTS_KEY) else RECORDED_FACTS_KEY
+            targets[name] = target_for(name, data[name], key)
             if targets[name].hostspec.startswith("ssh://"):
                 blocks.append(ssh_config_block(name, data[name], workdir))
         except ConnectionDataError as error:

@@ -6,7 +6,7 @@ comes first, Debian's non-free ``nvidia-driver`` installs and DKMS builds
 ``nvidia-current.ko`` for the root filesystem's kernel (the packaged version), the driver is
 held and blacklisted for unattended-upgrades, the reboot policy refuses a chroot, and a second
 run changes nothing. The chroot has no GPU, so its facts are a recorded Debian 12 host with a
-GTX 1650 whose kernel is the tree's installed kernel (``gpulab_recorded_facts``).
+GTX 1650 whose kernel is the tree's installed kernel (``gpulab_stand_in_facts``).
 
 Needs root and the Debian mirror this machine uses. Measured here (2 CPUs): first run 598 s
 (headers, nvidia-driver 535.309.01 and its DKMS build), second run 1 s, whole test 615 s;
@@ -38,7 +38,7 @@ def _inventory(tmp: Path, rootfs: Rootfs) -> tuple[Path, str]:
     facts_file = tmp / "facts-chroot-gtx1650.json"
     facts_file.write_text(json.dumps(facts, indent=2))
     name = f"@chroot{rootfs.path}"
-    data = {"gpulab_recorded_facts": str(facts_file)}
+    data = {"gpulab_stand_in_facts": str(facts_file)}
     inventory = tmp / "inventory_chroot.py"
     inventory.write_text(f"chroot = [({name!r}, {data!r})]\n")
     return inventory, name

@@ -16,7 +16,7 @@ What this proves, with real apt/dpkg/update-alternatives on the guest and a real
   although 13.0 has the higher alternatives priority; no reboot.
 
 The guest has no GPU, so its gpulab facts are a recorded Debian 12 + GTX 1650 host
-(``gpulab_recorded_facts``); everything else is the guest's own state.
+(``gpulab_stand_in_facts``); everything else is the guest's own state.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Lab:
         hosts = namespace["lab"]
         assert isinstance(hosts, list)
         settings = {
-            "gpulab_recorded_facts": str(self.facts),
+            "gpulab_stand_in_facts": str(self.facts),
             "nvidia_repo_base": self.server.guest_url,
             "driver_source": "cuda-repo",
             "reboot_allowed": True,

@@ -3,7 +3,7 @@
 One guest (``lab-02``, the suite's scratch guest) gets the whole stack with every upstream
 replaced by its stand-in through the same data keys: NVIDIA's repository
 (``nvidia_repo_base``) and Ollama's release archive (``ollama_download_base``). Its gpulab facts
-are a recorded Debian 12 + GTX 1650 host (``gpulab_recorded_facts``), so the plan installs
+are a recorded Debian 12 + GTX 1650 host (``gpulab_stand_in_facts``), so the plan installs
 the 580 open driver and CUDA 13.0 from the stand-in repository; the guest has no GPU on its
 PCI bus, so the GPU checks are n/a "no NVIDIA GPU". ``reboot_allowed`` stays false: the
 stand-in driver loads no module and a reboot would prove nothing here.
@@ -78,7 +78,7 @@ def stack(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
                 "ollama_download_base": server.guest_url, "ollama_version": OLLAMA,
                 "models": []}
         rows = [(name, {**data, **room,
-                        **({"gpulab_recorded_facts": str(facts_file)} if name == GUEST else {})})
+                        **({"gpulab_stand_in_facts": str(facts_file)} if name == GUEST else {})})
                 for name, data in hosts]
         inventory = tmp / "inventory_room.py"
         inventory.write_text(f"lab = {rows!r}\n")

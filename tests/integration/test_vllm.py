@@ -6,7 +6,7 @@ Two stand-ins, both TEST FIXTURES reached only through data keys the product has
   ``/v1/models`` and checks the key; the guest reaches it at ``10.0.2.2``;
 - the GPU: the guest has none, so the plan is made from recorded facts of an RTX 4090 with a
   580 driver (``tests/fixtures/facts/lab-guest-gpu-standin.json`` through the
-  ``gpulab_recorded_facts`` key); every operation still runs on the guest.
+  ``gpulab_stand_in_facts`` key); every operation still runs on the guest.
 The model download is left to vLLM (``vllm_model_download: false``): no model is served.
 
 Everything else is real: python3-venv from apt, the virtualenv, pip with the index setting,
@@ -69,7 +69,7 @@ class VllmLab:
             "ssh_key": str(self.fleet.ssh_key),
             "ssh_known_hosts_file": str(self.fleet.known_hosts),
             "ssh_strict_host_key_checking": "yes",
-            "gpulab_recorded_facts": str(STANDIN_FACTS),
+            "gpulab_stand_in_facts": str(STANDIN_FACTS),
             "vllm_enabled": True, "vllm_model": MODEL, "vllm_version": VERSION,
             "vllm_pip_index_url": f"{self.server.guest_url}/simple",
             "vllm_model_download": False,
