@@ -409,8 +409,9 @@ def _embedding_model(subject: Subject) -> str | None:
 def probe_models_listed(subject: Subject) -> Outcome:
     if not subject.plan.models:
         return not_applicable("the plan has no course models (models is empty)")
-    # a planned manifest digest comes with the models feature; until then names only
-    planned = {fit.name: getattr(fit, "digest", None) for fit in subject.plan.models}
+    # The plan knows a host's manifest digest only from before the deploy (ModelFit's
+    # manifest_digest), not the one the deploy brings, so the check is by name alone.
+    planned: dict[str, str | None] = {fit.name: None for fit in subject.plan.models}
     result = _api(subject, "/api/tags")
     return checks.check_models_listed(_said(result), planned)
 
