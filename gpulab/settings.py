@@ -139,12 +139,14 @@ class Settings(BaseModel):
     # --- NVIDIA driver ------------------------------------------------------------------
     driver_source: Literal["auto", "ubuntu", "cuda-repo", "debian", "none"] = Field(
         default="auto",
-        description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, Debian "
-        "non-free on Debian 12 (NVIDIA's repo where Debian's 535 cannot drive the GPU), none "
-        "on WSL2 and on hosts without an NVIDIA GPU.",
+        description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, NVIDIA's "
+        "repo on Debian 12 (Debian's non-free 535 only with driver_branch: 535, as debian "
+        "does), none on WSL2 and on hosts without an NVIDIA GPU.",
     )
     driver_branch: int | None = Field(
-        default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default 580."
+        default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default "
+        "580. Ubuntu's archive has only 580 and 595 as real branches; the others are refused "
+        "there (use driver_source: cuda-repo)."
     )
     driver_flavour: Literal["auto", "open", "proprietary"] = Field(
         default="auto",
