@@ -375,19 +375,14 @@ def test_nvidia_repo_set_already_held_changes_nothing() -> None:
     assert planned.op("hold every installed package of branch 580").commands == ()
 
 
-def test_nvml_mismatch_morning_is_rebooted_and_checked() -> None:
-    planned = run("ubuntu2404-rtx3070-580-nvml-mismatch.json", reboot_allowed=True)
-    reboot = planned.op("reboot for the driver")
+def test_nvml_mismatch_morning_is_rebooted_and_checked_or_said_plainly() -> None:
+    facts = "ubuntu2404-rtx3070-580-nvml-mismatch.json"
+    # the same branch is installed: no driver change, yet the running module is stale
+    reboot = run(facts, reboot_allowed=True).op("reboot for the driver")
     assert "(module 580.82.07, library 580.95.05)" in reboot.name
     assert "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &" in reboot.text
-    assert "check_driver_loads" in planned.op("the NVIDIA driver loads after the reboot").text
-
-
-def test_nvml_mismatch_without_reboot_allowed_says_so_plainly() -> None:
-    planned = run("ubuntu2404-rtx3070-580-nvml-mismatch.json")
-    left = planned.op("reboot: left to you")
-    assert "Driver/library version mismatch" in left.name
-    assert "(module 580.82.07, library 580.95.05)" in left.name
+    left = run(facts).op("reboot: left to you").name
+    assert "Driver/library version mismatch" in left and "library 580.95.05" in left
 
 
 def test_wsl2_refusal_pin_keeps_linux_libcuda_out() -> None:
