@@ -140,8 +140,8 @@ class Settings(BaseModel):
     driver_source: Literal["auto", "ubuntu", "cuda-repo", "debian", "none"] = Field(
         default="auto",
         description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, NVIDIA's "
-        "repo on Debian 12 (Debian's non-free 535 only with driver_branch: 535, as debian "
-        "does), none on WSL2 and on hosts without an NVIDIA GPU.",
+        "repo on Debian 12 (debian: Debian's own non-free 535, also chosen by driver_branch: "
+        "535), none on WSL2 and on hosts without an NVIDIA GPU.",
     )
     driver_branch: int | None = Field(
         default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default "

@@ -523,7 +523,8 @@ def stale_driver(facts: HostFacts) -> str | None:
     under a loaded older module, and 9 when no module is loaded although the driver's tools
     are installed (a new kernel without its module package, a module never loaded).
     """
-    if facts.wsl:
+    if facts.wsl or not facts.pci_gpus:
+        # Without a GPU on the bus no module binds anything: a reboot would change nothing.
         return None
     smi = facts.smi
     loaded = facts.loaded_driver_version

@@ -300,6 +300,12 @@ def test_installed_driver_without_a_loaded_module_needs_a_reboot() -> None:
     assert "driver 580.95.05 is installed but no nvidia module is loaded" in plan.reboot.reason
 
 
+def test_nvidia_smi_without_a_gpu_on_the_bus_is_not_a_stale_driver() -> None:
+    plan = _plan(_facts(NOBLE, "6.8.0-90-generic", smi=NOT_LOADED,
+                        driver_library_version="580.95.05"), reboot_allowed=True)
+    assert not plan.reboot.may_be_needed and not plan.reboot.driver_stale
+
+
 def test_reboot_allowed() -> None:
     plan = _plan(_facts(JAMMY, "5.15.0-161-generic", RTX3070), reboot_allowed=True)
     assert plan.reboot.may_be_needed and plan.reboot.allowed
