@@ -233,7 +233,6 @@ class LoadedDriverVersion(FactBase[str | None]):
         return parse_nvidia_module_version("\n".join(output))
 
 
-
 _NVML_LIBRARY = re.compile(r"libnvidia-ml\.so\.(?P<version>\d+(?:\.\d+)+)$")
 
 

@@ -52,7 +52,8 @@ def installed_driver_set(branch: int) -> str:
 
     NVIDIA's metas (``cuda-drivers-580``, ``nvidia-open-580``) depend with ">=" on
     ``nvidia-driver``, ``nvidia-kernel-dkms``...: holding the metas alone lets ``apt upgrade``
-    move the driver under the loaded module (https://forums.developer.nvidia.com/t/353805).
+    move the driver under the loaded module (the Depends of cuda-drivers-580, quoted in
+    https://forums.developer.nvidia.com/t/debian-cuda-drivers-580-package-580-105-08-1-improperly-pulls-in-v590-components/353805).
     """
     return (
         "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' 2>/dev/null | "
