@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from gpulab.plan.driver import (
     blacklist_patterns,
     check_script,
     diagnose,
+    installed_driver_set,
     parse_check,
 )
 from tests.recorded import recorded
@@ -183,3 +185,27 @@ def test_reboot_never_targets_local_or_chroot() -> None:
 def test_wsl_refusal_pin(package: str, refused: bool) -> None:
     pattern = WSL_FORBIDDEN_REGEX.strip("/")  # apt's /regex/ form
     assert (re.fullmatch(pattern, package) is not None) == refused
+
+
+def _depends(field: str) -> list[tuple[str, str]]:
+    """``Depends: a (>= 1), b`` -> [("a", ">= 1"), ("b", "")]."""
+    relations = field.removeprefix("Depends:").split(",")
+    found = [re.fullmatch(r"\s*(\S+)\s*(?:\((.*)\))?\s*", relation) for relation in relations]
+    return [(m[1], m[2] or "") for m in found if m]
+
+
+def test_the_branch_set_covers_what_cuda_drivers_580_depends_on(tmp_path: Path) -> None:
+    depends = _depends(recorded("apt-depends-cuda-drivers-580-debian12.txt").strip())
+    # ">=" lets apt bring any newer driver under the held meta: the parts must be held too
+    assert all(relation.startswith(">=") for _, relation in depends)
+    # dpkg-query as the host answers it: the meta, its parts, and a package not the driver's
+    installed = [f"ii {name} 580.105.08-1" for name, _ in depends]
+    installed += ["ii cuda-drivers-580 580.105.08-1", "ii nvidia-container-toolkit 1.17.8-1",
+                  "rc nvidia-driver-535 535.247.01-1", "ii nvidia-kernel-dkms-590 590.48.01-1"]
+    stub = tmp_path / "dpkg-query"
+    stub.write_text("#!/bin/sh\nprintf '%s\\n' " + " ".join(f"'{line}'" for line in installed)
+                    + "\n")
+    stub.chmod(0o755)
+    done = subprocess.run(["sh", "-c", installed_driver_set(580)], capture_output=True,
+                          text=True, check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert sorted(done.stdout.split()) == sorted(["cuda-drivers-580", *(n for n, _ in depends)])
