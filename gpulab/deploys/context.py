@@ -19,7 +19,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.connectors.fake import FakeConnector
 
-from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.gather import gather_host_facts, stand_in_facts
 from gpulab.facts.model import FactsFile, HostFacts
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
@@ -82,10 +82,13 @@ def host_facts(host: Any) -> HostFacts:
     """This host's facts: gathered live, or read from a recorded file (a dry run on ``@fake``,
     or a rehearsal guest standing in for another machine)."""
     settings = host_settings(host)
-    recorded = settings.gpulab_recorded_facts or settings.gpulab_stand_in_facts
-    if recorded is None:
+    if settings.gpulab_stand_in_facts is not None:
+        recorded = FactsFile.model_validate_json(
+            Path(settings.gpulab_stand_in_facts).read_text()).facts
+        return stand_in_facts(recorded, host, settings.ollama_models_dir)
+    if settings.gpulab_recorded_facts is None:
         return gather_host_facts(host, settings.ollama_models_dir)
-    facts = FactsFile.model_validate_json(Path(recorded).read_text()).facts
+    facts = FactsFile.model_validate_json(Path(settings.gpulab_recorded_facts).read_text()).facts
     _answer_as_recorded(host, facts)
     return facts
 
