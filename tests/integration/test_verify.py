@@ -34,6 +34,7 @@ from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
 from tests.fixtures.ollama_registry import RegistryStandIn
 from tests.fixtures.ollama_release import build_release
+from tests.fleet import inventory_with
 from tests.integration.outcomes import Verdict, assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -85,18 +86,11 @@ def stack(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         facts["facts"]["kernel"] = fleet.image.kernel_version
         facts_file = tmp / f"facts-{GUEST}.json"
         facts_file.write_text(json.dumps(facts, indent=2))
-        namespace: dict[str, object] = {}
-        exec(fleet.inventory.read_text(), namespace)
-        hosts = namespace["lab"]
-        assert isinstance(hosts, list)
         room = {"nvidia_repo_base": server.guest_url, "driver_source": "cuda-repo",
                 "ollama_download_base": server.guest_url, "ollama_version": OLLAMA,
                 "models_distribution": "seeded", "models_store": str(store)}
-        rows = [(name, {**data, **room,
-                        **({"gpulab_stand_in_facts": str(facts_file)} if name == GUEST else {})})
-                for name, data in hosts]
-        inventory = tmp / "inventory_room.py"
-        inventory.write_text(f"lab = {rows!r}\n")
+        inventory = inventory_with(fleet, room, tmp / "inventory_room.py",
+                                   {GUEST: {"gpulab_stand_in_facts": str(facts_file)}})
         try:
             yield Stack(fleet, inventory)
         finally:
