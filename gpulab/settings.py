@@ -406,7 +406,7 @@ class Settings(BaseModel):
             return value
         if not value.startswith("/"):
             raise ValueError(f"{value!r} must be an absolute path; in a Python inventory write "
-                             "str(Path(__file__).parent / 'pc-101.json')")
+                             "str(Path(__file__).resolve().parent / 'pc-101.json')")
         try:
             FactsFile.model_validate_json(Path(value).read_text())
         except OSError as error:

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from gpulab.lab.fleet import Fleet
 from gpulab.lab.render import LOOPBACK
+
+
+def inventory_with(fleet: Fleet, data: Mapping[str, object], path: Path,
+                   per_host: Mapping[str, Mapping[str, object]] | None = None) -> Path:
+    """The fleet's inventory with ``data`` (and ``per_host[name]``) added to its hosts' data."""
+    namespace: dict[str, object] = {}
+    exec(fleet.inventory.read_text(), namespace)
+    hosts = namespace["lab"]
+    assert isinstance(hosts, list)
+    rows = [(name, {**host_data, **data, **(per_host or {}).get(name, {})})
+            for name, host_data in hosts]
+    path.write_text(f"lab = {rows!r}\n")
+    return path
 
 
 class FleetUnderTest(Fleet):

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.connectors.fake import FakeConnector
 
-from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.gather import gather_host_facts, stand_in_facts
 from gpulab.facts.model import FactsFile, HostFacts
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
@@ -82,11 +82,22 @@ def host_facts(host: Any) -> HostFacts:
     """This host's facts: gathered live, or read from a recorded file (a dry run on ``@fake``,
     or a rehearsal guest standing in for another machine)."""
     settings = host_settings(host)
-    recorded = settings.gpulab_recorded_facts or settings.gpulab_stand_in_facts
-    if recorded is None:
-        return gather_host_facts(host, settings.ollama_models_dir)
-    facts = FactsFile.model_validate_json(Path(recorded).read_text()).facts
-    _answer_as_recorded(host, facts)
+    if settings.gpulab_recorded_facts is not None:
+        facts = FactsFile.model_validate_json(
+            Path(settings.gpulab_recorded_facts).read_text()).facts
+        _answer_as_recorded(host, facts)
+        return facts
+    if settings.gpulab_stand_in_facts is not None:
+        recorded = FactsFile.model_validate_json(
+            Path(settings.gpulab_stand_in_facts).read_text()).facts
+        facts = stand_in_facts(recorded, host, settings.ollama_models_dir)
+    else:
+        facts = gather_host_facts(host, settings.ollama_models_dir)
+    if host in host.state.failed_hosts:
+        # pyinfra turns a connection that fails inside a fact (SSHException, a timeout) into
+        # the fact's default and marks the host failed: these facts describe no machine.
+        raise ConnectError(f"{host.name}: the connection failed while gpulab gathered its "
+                           "facts")
     return facts
 
 

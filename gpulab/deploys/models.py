@@ -22,12 +22,11 @@ from collections.abc import Generator
 from functools import cache
 from pathlib import Path
 
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from gpulab.deploys.common import say, template
+from gpulab.deploys.common import gpulab_deploy, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
 from gpulab.models.names import parse_model_name
 from gpulab.models.store import Store, StoredModel
@@ -127,7 +126,7 @@ def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: 
                pull_name=source.pull_name(), insecure=source.insecure)
 
 
-@deploy("gpulab course models")
+@gpulab_deploy("gpulab course models")
 def course_models() -> None:
     """Each host gets the course models its plan names (``gpulab plan`` shows them)."""
     settings = host_settings(host)

@@ -297,7 +297,7 @@ def _present(settings: Settings, plan: HostPlan, machine: str) -> None:
     dropin_op = files.template(
         name="Ollama settings drop-in", src=template("ollama/gpulab.conf.j2"),
         dest=lib.DROPIN_PATH, mode="644", environment=environment,
-        jinja_env_kwargs=dict(_JINJA),
+        privileged_port=plan.ollama.listen_port < 1024, jinja_env_kwargs=dict(_JINJA),
     )
     firewall_ops = _firewall(settings, plan, can_run)
     _old_versions_removed(version)

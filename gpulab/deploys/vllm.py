@@ -19,13 +19,12 @@ import shlex
 from collections.abc import Generator, Sequence
 from io import StringIO
 
-from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.server import Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab.deploys.common import changed, template
+from gpulab.deploys.common import changed, gpulab_deploy, template
 from gpulab.deploys.context import GpulabDataError, host_plan, host_settings
 from gpulab.facts.files import FileText
 from gpulab.plan import vllm as lib
@@ -190,7 +189,7 @@ def _disabled(settings: Settings, plan: lib.VllmPlan) -> None:
         server.group(name="no vllm group", group=lib.USER, present=False)
 
 
-@deploy("gpulab vLLM")
+@gpulab_deploy("gpulab vLLM")
 def vllm() -> None:
     """vLLM per the host's plan: installed and serving its model, or stopped."""
     settings = host_settings(host)

@@ -61,3 +61,13 @@ def gather_host_facts(host: FactHost, models_dir: str) -> HostFacts:
         memory_mib=int(host.get_fact(MemoryMib)),
         model_store=host.get_fact(OllamaModelStore, models_dir=models_dir),
     )
+
+
+def stand_in_facts(recorded: HostFacts, host: FactHost, models_dir: str) -> HostFacts:
+    """A rehearsal guest planned as a recorded machine, with its own Ollama model store.
+
+    The recorded file stands in for the hardware (GPU, driver, OS); the models are whatever
+    this guest's disk holds now, so planning, deploying and verifying them is real.
+    """
+    return recorded.model_copy(
+        update={"model_store": host.get_fact(OllamaModelStore, models_dir=models_dir)})

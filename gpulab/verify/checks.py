@@ -370,19 +370,24 @@ def check_ollama_version(link_target: str | None, version: str, link: str) -> Ou
     return passed(f"Ollama {version}")
 
 
-def check_ollama_service(enabled: bool, active: bool, user: str | None) -> Outcome:
-    """ollama.service is enabled, running, and runs as the unprivileged ``ollama`` user."""
+def check_service(service: str, enabled: bool, active: bool, user: str | None,
+                  wanted_user: str) -> Outcome:
+    """A gpulab service is enabled, running, and runs as its own unprivileged user.
+
+    >>> check_service("vllm", True, True, "root", "vllm").message[:30]
+    'vllm.service runs as root, not'
+    """
     if not active:
-        return failed("ollama.service is not running",
-                      "`sudo systemctl start ollama`; if it stops again: "
-                      "`journalctl -u ollama -b`")
+        return failed(f"{service}.service is not running",
+                      f"`sudo systemctl start {service}`; if it stops again: "
+                      f"`journalctl -u {service} -b`")
     if not enabled:
-        return failed("ollama.service is not enabled: it will not start after a reboot",
-                      "`sudo systemctl enable ollama`")
-    if user != "ollama":
-        return failed(f"ollama.service runs as {user or 'nobody (no main process)'}, not ollama",
-                      DEPLOY_AGAIN)
-    return passed("enabled, active, runs as ollama")
+        return failed(f"{service}.service is not enabled: it will not start after a reboot",
+                      f"`sudo systemctl enable {service}`")
+    if user != wanted_user:
+        return failed(f"{service}.service runs as {user or 'nobody (no main process)'}, "
+                      f"not {wanted_user}", DEPLOY_AGAIN)
+    return passed(f"enabled, active, runs as {wanted_user}")
 
 
 def listening_addresses(sockets: Sequence[str], port: int) -> list[str]:
@@ -463,11 +468,20 @@ def full_model_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def check_models_listed(tags_body: str, planned: Mapping[str, str | None]) -> Outcome:
-    """Every planned model is in ``/api/tags``, with the planned manifest digest if known.
+def check_models_listed(tags_body: str, planned: Mapping[str, str | None],
+                        incomplete: Mapping[str, str] | None = None) -> Outcome:
+    """Every planned model is in ``/api/tags``, complete on disk, with the planned digest.
 
-    ``planned`` maps a model name to its planned digest (64 hex) or None when the plan pins
-    none.
+    ``planned`` maps a model name to its planned manifest digest (64 hex, the sha256 of the
+    manifest file, as ``/api/tags`` reports it), or None when the plan pins none.
+    ``incomplete`` names the models whose store on the host lacks something, with what: the
+    server still lists a model whose blob was deleted, until it loads it.
+
+    >>> tags = '{"models": [{"name": "m:latest", "digest": "ab"}]}'
+    >>> check_models_listed(tags, {"m": "ab"}).status
+    'pass'
+    >>> check_models_listed(tags, {"m": "ab"}, {"m": "1 blob missing"}).message[:25]
+    'incomplete on disk: m (1 '
     """
     tags = _json(tags_body)
     if not isinstance(tags, dict) or not isinstance(tags.get("models"), list):
@@ -478,14 +492,19 @@ def check_models_listed(tags_body: str, planned: Mapping[str, str | None]) -> Ou
     missing = [name for name in planned if full_model_name(name) not in listed]
     if missing:
         return failed(f"not pulled: {', '.join(missing)}",
-                      f"`ollama pull {' '.join(missing)}` on the host")
+                      f"`ollama pull {' '.join(missing)}` on the host, or {DEPLOY_AGAIN}")
+    broken = {name: why for name, why in (incomplete or {}).items() if name in planned}
+    if broken:
+        shown = ", ".join(f"{name} ({why})" for name, why in broken.items())
+        return failed(f"incomplete on disk: {shown}",
+                      f"{DEPLOY_AGAIN} (it brings back what is missing)")
     wrong = [name for name, digest in planned.items()
              if digest and listed[full_model_name(name)] != digest.removeprefix("sha256:")]
     if wrong:
         shown = ", ".join(f"{n} is {listed[full_model_name(n)][:12]}, planned "
                           f"{(planned[n] or '').removeprefix('sha256:')[:12]}" for n in wrong)
         return failed(shown, f"`ollama rm` the model and {DEPLOY_AGAIN}")
-    return passed(f"{len(planned)} model(s) listed: {', '.join(planned)}")
+    return passed(f"{len(planned)} model(s) listed, complete on disk: {', '.join(planned)}")
 
 
 def check_model_on_gpu(ps_body: str, model: str) -> Outcome:
@@ -530,3 +549,40 @@ def check_embedding(embed_body: str, model: str, dimension: int | None) -> Outco
         return failed(f"{model} returned {size} dimensions, expected {dimension}",
                       f"`ollama rm {model}` and {DEPLOY_AGAIN}")
     return passed(f"{model}: {size}-dimensional vectors")
+
+
+# --------------------------------------------------------------------------------------------
+# vLLM (its OpenAI-compatible /v1/models)
+# --------------------------------------------------------------------------------------------
+
+
+def check_vllm_models(exit_code: int, body: str, model: str, url: str) -> Outcome:
+    """``/v1/models`` (with the key, when one is set) lists the planned model.
+
+    >>> check_vllm_models(0, '{"data": [{"id": "Qwen/Qwen2.5-7B-Instruct-AWQ"}]}',
+    ...                   "Qwen/Qwen2.5-7B-Instruct-AWQ", "u").status
+    'pass'
+    """
+    answer = _json(body) if exit_code == 0 else None
+    rows = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(rows, list):
+        return failed(f"{url} does not answer ({body.strip()[-200:] or f'exit {exit_code}'})",
+                      "`journalctl -u vllm -b` (loading a model takes minutes after a start)")
+    served = [str(row.get("id")) for row in rows if isinstance(row, dict)]
+    if model not in served:
+        return failed(f"{url} serves {', '.join(served) or 'nothing'}, planned {model}",
+                      f"`sudo systemctl restart vllm`, or {DEPLOY_AGAIN}")
+    return passed(f"serves {model}")
+
+
+def check_vllm_key_required(status_code: str, url: str) -> Outcome:
+    """A request without the key is refused (401), as vLLM does when ``--api-key`` is set.
+
+    >>> check_vllm_key_required("401", "u").status, check_vllm_key_required("200", "u").status
+    ('pass', 'fail')
+    """
+    if status_code == "401":
+        return passed(f"{url} without the key: 401")
+    return failed(f"{url} answered {status_code or 'nothing'} to a request without the key",
+                  f"the service does not read its key: {DEPLOY_AGAIN}, then "
+                  "`sudo systemctl restart vllm`")

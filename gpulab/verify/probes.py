@@ -22,12 +22,13 @@ from gpulab.compat.cuda import Platform
 from gpulab.deploys.cuda import PROFILE_SCRIPT
 from gpulab.deploys.nvidia import BLACKLIST_CONF, BRANCH_PIN
 from gpulab.facts.cuda import CudaToolkits
-from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.gather import gather_host_facts, stand_in_facts
 from gpulab.facts.model import CudaToolkit, FactsFile, HostFacts
 from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.models.catalog import EMBEDDING_DIMENSIONS
 from gpulab.plan import ollama as ollama_lib
+from gpulab.plan import vllm as vllm_lib
 from gpulab.plan.driver import blacklist_patterns
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings
@@ -117,7 +118,8 @@ def connect(target: Target, ssh_config: Path) -> Any:
 def prepare(target: Target, host: Any, settings: Settings) -> Subject:
     """Facts (live through testinfra, or the recorded file) and the plan; PlanError if none."""
     if target.recorded_facts:
-        facts = FactsFile.model_validate_json(Path(target.recorded_facts).read_text()).facts
+        recorded = FactsFile.model_validate_json(Path(target.recorded_facts).read_text()).facts
+        facts = stand_in_facts(recorded, TestinfraFacts(host), settings.ollama_models_dir)
         source = f"recorded facts {target.recorded_facts}"
     else:
         facts = gather_host_facts(TestinfraFacts(host), settings.ollama_models_dir)
@@ -343,14 +345,19 @@ def probe_ollama_version(subject: Subject) -> Outcome:
     return checks.check_ollama_version(target, plan.version, ollama_lib.BIN_LINK)
 
 
-@_ollama_runs
-def probe_ollama_service(subject: Subject) -> Outcome:
-    service = subject.host.service("ollama")
-    pid = subject.host.run("systemctl show -p MainPID --value ollama").stdout.strip()
+def _service_state(subject: Subject, unit: str, wanted_user: str) -> Outcome:
+    """``unit`` enabled, running, and its main process owned by ``wanted_user``."""
+    service = subject.host.service(unit)
+    pid = subject.host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
     user = None
     if pid not in ("", "0"):
         user = subject.host.run(f"ps -o user= -p {int(pid)}").stdout.strip() or None
-    return checks.check_ollama_service(service.is_enabled, service.is_running, user)
+    return checks.check_service(unit, service.is_enabled, service.is_running, user, wanted_user)
+
+
+@_ollama_runs
+def probe_ollama_service(subject: Subject) -> Outcome:
+    return _service_state(subject, "ollama", "ollama")
 
 
 @_ollama_serving
@@ -415,13 +422,18 @@ def _embedding_model(subject: Subject) -> str | None:
 
 @_ollama_serving
 def probe_models_listed(subject: Subject) -> Outcome:
-    if not subject.plan.models:
+    wanted = [fit for fit in subject.plan.models if fit.action not in ("keep", "remove")]
+    if not wanted:
         return not_applicable("the plan has no course models (models is empty)")
-    # The plan knows a host's manifest digest only from before the deploy (ModelFit's
-    # manifest_digest), not the one the deploy brings, so the check is by name alone.
-    planned: dict[str, str | None] = {fit.name: None for fit in subject.plan.models}
+    # The plan was made from the host's store as it is now: a model it would still pull or
+    # copy lacks blobs (or the manifest), and one it finds present carries the digest of the
+    # manifest on disk, which the server must list.
+    planned = {fit.name: fit.manifest_digest if fit.action == "present" else None
+               for fit in wanted}
+    incomplete = {fit.name: fit.reason.split(";")[0] for fit in wanted
+                  if fit.action != "present"}
     result = _api(subject, "/api/tags")
-    return checks.check_models_listed(_said(result), planned)
+    return checks.check_models_listed(_said(result), planned, incomplete)
 
 
 @_ollama_serving
@@ -451,6 +463,63 @@ def probe_embedding(subject: Subject) -> Outcome:
                   timeout=GENERATE_TIMEOUT_S)
     return checks.check_embedding(_said(result), model,
                                   EMBEDDING_DIMENSIONS[model])
+
+
+def _vllm_off(subject: Subject) -> str | None:
+    plan = subject.plan.vllm
+    return None if plan.enabled else plan.reason
+
+
+def _vllm_not_serving(subject: Subject) -> str | None:
+    if reason := _vllm_off(subject):
+        return reason
+    if not subject.host.service("vllm").is_running:
+        return "not checked: vllm.service is not running (see its check)"
+    return None
+
+
+_vllm_enabled = _only_if(_vllm_off)
+_vllm_serving = _only_if(_vllm_not_serving)
+
+
+def _vllm_models_request(subject: Subject, with_key: bool) -> tuple[int, str, str]:
+    """``GET /v1/models`` on the host: curl's exit code, the body and the HTTP status.
+
+    With the key, it is read on the host from the service's root-only environment file and
+    handed to curl on stdin, so it appears in no command line (here or there).
+    """
+    url = shlex.quote(f"{subject.plan.vllm.base_url}/models")
+    curl = f"curl -sS --max-time {API_TIMEOUT_S} -w '\\n%{{http_code}}' {url}"
+    if with_key and subject.plan.vllm.api_key_required:
+        script = (f". {vllm_lib.ENV_FILE} && printf 'Authorization: Bearer %s\\n' "
+                  f'"$VLLM_API_KEY" | {curl} -H @-')
+        result = subject.host.run(f"sh -c {shlex.quote(script)}")
+    else:
+        result = subject.host.run(curl)
+    body, _, status = str(result.stdout).rpartition("\n")
+    return result.rc, body or _said(result), status.strip()
+
+
+@_vllm_enabled
+def probe_vllm_service(subject: Subject) -> Outcome:
+    return _service_state(subject, "vllm", "vllm")
+
+
+@_vllm_serving
+def probe_vllm_models(subject: Subject) -> Outcome:
+    assert subject.plan.vllm.model is not None
+    rc, body, _ = _vllm_models_request(subject, with_key=True)
+    return checks.check_vllm_models(rc, body, subject.plan.vllm.model,
+                                    f"{subject.plan.vllm.base_url}/models")
+
+
+@_vllm_serving
+def probe_vllm_key(subject: Subject) -> Outcome:
+    if not subject.plan.vllm.api_key_required:
+        return not_applicable(f"no vllm_api_key: vLLM listens on {subject.plan.vllm.listen_host}"
+                              " only")
+    _, _, status = _vllm_models_request(subject, with_key=False)
+    return checks.check_vllm_key_required(status, f"{subject.plan.vllm.base_url}/models")
 
 
 @dataclass(frozen=True)
@@ -487,5 +556,8 @@ CHECKS: tuple[Check, ...] = (
     Check("Are the course models pulled?", probe_models_listed),
     Check("Does a model run on the GPU?", probe_model_on_gpu),
     Check("Does the embedding model answer with the right dimension?", probe_embedding),
+    Check("Is vLLM enabled and running as vllm?", probe_vllm_service),
+    Check("Does vLLM serve the planned model?", probe_vllm_models),
+    Check("Does vLLM refuse requests without the key?", probe_vllm_key),
 )
 CHECK_NAMES: tuple[str, ...] = (REACHABLE, *(check.name for check in CHECKS))

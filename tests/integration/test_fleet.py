@@ -20,8 +20,8 @@ import pytest
 import testinfra
 
 from gpulab.lab.image import ImagePaths
-from tests.fleet import FleetUnderTest
-from tests.integration.outcomes import assert_unchanged
+from tests.fleet import FleetUnderTest, inventory_with
+from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.pyinfra_run import PyinfraResult
 
 pytestmark = [
@@ -84,6 +84,17 @@ def test_testinfra_sees_the_deployed_state(fleet: FleetUnderTest, name: str) -> 
             != other_host.file("/etc/machine-id").content_string)
     # and the guest reaches this machine's loopback through 10.0.2.2 (used by fixtures)
     assert host.run("ip -4 route show default").stdout.split()[2] == "10.0.2.2"
+
+
+def test_gpulab_verify_finds_both_guests_ready(fleet: FleetUnderTest, tmp_path: Path) -> None:
+    """The base deploy alone, verified as such: no GPU, no toolkit, no Ollama asked for."""
+    only_base = {"ollama_state": "absent", "models": [], "cuda_toolkit": "none"}
+    inventory = inventory_with(fleet, only_base, tmp_path / "inventory_base.py")
+    verdict = verify(inventory, label="base deploy, 2 guests")
+    assert_ready(verdict, fleet.guests)
+    for name in fleet.guests:
+        assert verdict.hosts[name]["Is the driver held?"] == (
+            "n/a", "no driver planned: no NVIDIA GPU found (lspci)")
 
 
 @pytest.mark.parametrize(("moment", "slow_key", "finished"), [

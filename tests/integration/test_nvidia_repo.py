@@ -31,7 +31,8 @@ import pytest
 from gpulab.lab.fleet import Fleet
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
-from tests.integration.outcomes import assert_unchanged
+from tests.fleet import inventory_with
+from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
@@ -61,20 +62,16 @@ class Lab:
 
     def deploy(self, **data: object) -> PyinfraResult:
         """Run the driver and CUDA entry points on the guest with ``data`` added to its data."""
-        namespace: dict[str, object] = {}
-        exec(self.fleet.inventory.read_text(), namespace)
-        hosts = namespace["lab"]
-        assert isinstance(hosts, list)
         settings = {
             "gpulab_stand_in_facts": str(self.facts),
             "nvidia_repo_base": self.server.guest_url,
             "driver_source": "cuda-repo",
             "reboot_allowed": True,
+            # this host gets the driver and toolkit only: verify must not expect Ollama
+            "ollama_state": "absent", "models": [],
             **data,
         }
-        rows = [(name, {**host_data, **settings}) for name, host_data in hosts]
-        inventory = self.tmp / "inventory_nvidia.py"
-        inventory.write_text(f"gpu = {rows!r}\n")
+        inventory = inventory_with(self.fleet, settings, self.tmp / "inventory_nvidia.py")
         result = run_pyinfra(inventory, *DEPLOYS, cwd=REPO, timeout=1200)
         assert result.rc == 0, result.describe()
         return result
@@ -151,6 +148,10 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     assert "Value: /usr/local/cuda-12.6" in lab.sh("update-alternatives --query cuda")
     assert not any("reboot" in op for op in third.hosts[GUEST].changed), third.describe()
     assert lab.boot_id() == booted
+    # gpulab verify from the same inventory: the driver and toolkit as planned, ready
+    verdict = verify(lab.tmp / "inventory_nvidia.py", label="nvidia repo guest")
+    assert_ready(verdict, [GUEST])
+    assert verdict.hosts[GUEST]["Does /usr/local/cuda point at it?"][0] == "pass"
     record_phase("nvidia repo: first run, with reboot", first.seconds)
     record_phase("nvidia repo: second run (no-op)", second.seconds)
     record_phase("nvidia repo: toolkit 12.6 beside 13.0", third.seconds)

@@ -2,7 +2,9 @@
 
 One guest (``lab-02``, the suite's scratch guest) gets the whole stack with every upstream
 replaced by its stand-in through the same data keys: NVIDIA's repository
-(``nvidia_repo_base``) and Ollama's release archive (``ollama_download_base``). Its gpulab facts
+(``nvidia_repo_base``), Ollama's release archive (``ollama_download_base``) and the model
+registry, from which the instructor's store is fetched once with the real client; the course
+models are the defaults (``models`` unset), distributed ``seeded`` from that store. Its gpulab facts
 are a recorded Debian 12 + GTX 1650 host (``gpulab_stand_in_facts``), so the plan installs
 the 580 open driver and CUDA 13.0 from the stand-in repository; the guest has no GPU on its
 PCI bus, so the GPU checks are n/a "no NVIDIA GPU". ``reboot_allowed`` stays false: the
@@ -23,9 +25,16 @@ from pathlib import Path
 import pytest
 
 from gpulab.lab.fleet import Fleet
+from gpulab.models.catalog import EMBEDDING_DIMENSIONS
+from gpulab.models.names import parse_model_name
+from gpulab.models.registry import RegistryClient
+from gpulab.models.store import Store
+from gpulab.settings import Settings
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
+from tests.fixtures.ollama_registry import RegistryStandIn
 from tests.fixtures.ollama_release import build_release
+from tests.fleet import inventory_with
 from tests.integration.outcomes import Verdict, assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -36,6 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests/plan/facts/debian12-gtx1650.json"
 GUEST, OTHER = "lab-02", "lab-01"
 OLLAMA = "0.33.0"  # not in gpulab's checksum table: the release's sha256sum.txt verifies it
+CHAT_MODEL, EMBEDDING_MODEL = Settings().models  # the course's defaults
+BLOBS = "/usr/share/ollama/.ollama/models/blobs"
 
 
 @dataclass
@@ -61,27 +72,25 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("whole-stack")
-    with StaticServer(tmp / "www") as server:
+    with StaticServer(tmp / "www") as server, RegistryStandIn(tmp / "registry") as registry:
         build_repo(server.root, "debian12", server.guest_url)
         build_release(server.root, OLLAMA)
+        # The chat model is the larger one: the blob-deleting break takes the largest blob.
+        registry.publish(CHAT_MODEL, payload_bytes=2 << 20)
+        registry.publish(EMBEDDING_MODEL, payload_bytes=1 << 20, architecture="bert",
+                         embedding_length=EMBEDDING_DIMENSIONS[EMBEDDING_MODEL], pooling=True)
+        store = tmp / "store"
+        for model in (CHAT_MODEL, EMBEDDING_MODEL):
+            RegistryClient().fetch(Store(store), parse_model_name(model), registry.url)
         facts = json.loads(RECORDED.read_text())
         facts["facts"]["kernel"] = fleet.image.kernel_version
         facts_file = tmp / f"facts-{GUEST}.json"
         facts_file.write_text(json.dumps(facts, indent=2))
-        namespace: dict[str, object] = {}
-        exec(fleet.inventory.read_text(), namespace)
-        hosts = namespace["lab"]
-        assert isinstance(hosts, list)
-        # models: [] - no stand-in registry yet, so the model checks are n/a ("the plan has
-        # no course models") rather than failing for models this room was never given
         room = {"nvidia_repo_base": server.guest_url, "driver_source": "cuda-repo",
                 "ollama_download_base": server.guest_url, "ollama_version": OLLAMA,
-                "models": []}
-        rows = [(name, {**data, **room,
-                        **({"gpulab_stand_in_facts": str(facts_file)} if name == GUEST else {})})
-                for name, data in hosts]
-        inventory = tmp / "inventory_room.py"
-        inventory.write_text(f"lab = {rows!r}\n")
+                "models_distribution": "seeded", "models_store": str(store)}
+        inventory = inventory_with(fleet, room, tmp / "inventory_room.py",
+                                   {GUEST: {"gpulab_stand_in_facts": str(facts_file)}})
         try:
             yield Stack(fleet, inventory)
         finally:
@@ -114,7 +123,14 @@ def test_whole_stack_deploys_reruns_unchanged_and_verifies_ready(stack: Stack) -
         assert checks[name][0] == "pass", (name, checks[name])
     assert "nvidia-open-580" in checks["Is the driver held?"][1]
     assert checks["Is the planned CUDA toolkit installed?"][1].startswith("CUDA 13.0.0")
-    assert checks["Are the course models pulled?"][0] == "n/a"
+    assert checks["Are the course models pulled?"] == (
+        "pass", f"2 model(s) listed, complete on disk: {CHAT_MODEL}, {EMBEDDING_MODEL}")
+    assert checks["Does the embedding model answer with the right dimension?"] == (
+        "pass", f"{EMBEDDING_MODEL}: 1024-dimensional vectors")
+    assert checks["Does a model run on the GPU?"] == ("n/a", "no NVIDIA GPU")
+    for name in ("Is vLLM enabled and running as vllm?", "Does vLLM serve the planned model?",
+                 "Does vLLM refuse requests without the key?"):
+        assert checks[name] == ("n/a", "vllm_enabled is false"), name
 
 
 BREAKS = [
@@ -131,6 +147,12 @@ BREAKS = [
                  "Does /usr/local/cuda point at it?", "points at /opt", id="cuda-link-elsewhere"),
     pytest.param("apt-mark unhold nvidia-open-580", "apt-mark hold nvidia-open-580",
                  "Is the driver held?", "apt-mark hold nvidia-open-580", id="driver-unheld"),
+    # Ollama still lists a model whose blob is gone: only gpulab's look at the store sees it.
+    pytest.param(f"cd {BLOBS} && ls -S | head -n 1 > /root/held-blob.name"
+                 " && mv \"$(cat /root/held-blob.name)\" /root/held-blob",
+                 f"mv /root/held-blob {BLOBS}/\"$(cat /root/held-blob.name)\"",
+                 "Are the course models pulled?", f"incomplete on disk: {CHAT_MODEL}",
+                 id="model-blob-deleted"),
 ]
 
 

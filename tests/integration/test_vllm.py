@@ -30,6 +30,7 @@ from gpulab.lab.render import LOOPBACK
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.vllm_index import IndexedWheel, build_index
 from tests.fleet import FleetUnderTest
+from tests.integration.outcomes import assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
@@ -144,9 +145,7 @@ def test_fresh_install_serves_behind_the_key_from_a_root_only_file(lab: VllmLab)
 
 
 def test_second_run_changes_nothing(lab: VllmLab) -> None:
-    result = lab.deploy("rerun", vllm_api_key="k-first")
-    assert result.rc == 0, result.describe()
-    assert result.changed_hosts == [], result.describe()
+    assert_unchanged(lab.deploy("rerun", vllm_api_key="k-first"), [GUEST])
     assert lab.server.count(f"/{lab.wheel.url_path}", "GET") == 1
     assert lab.starts() == 1
 
@@ -159,6 +158,15 @@ def test_a_new_key_restarts_once_and_the_old_one_is_refused(lab: VllmLab) -> Non
     assert lab.models("k-first")[0] == "401"
     assert lab.models("k-second")[0] == "200"
     assert lab.server.count(f"/{lab.wheel.url_path}", "GET") == 1  # the venv was kept
+    # gpulab verify from the same inventory: the vLLM checks pass (the rest of the host is
+    # not deployed by deploy/vllm.py, and its GPU is a stand-in, so only these are asked)
+    checks = verify(lab.tmp / "inventory-new-key.py", "--limit", GUEST,
+                    label="vllm lab").hosts[GUEST]
+    assert checks["Is vLLM enabled and running as vllm?"] == (
+        "pass", "enabled, active, runs as vllm")
+    assert checks["Does vLLM serve the planned model?"] == ("pass", f"serves {MODEL}")
+    assert checks["Does vLLM refuse requests without the key?"] == (
+        "pass", "http://127.0.0.1:8000/v1/models without the key: 401")
 
 
 def test_disabling_stops_the_service_and_keeps_the_venv(lab: VllmLab) -> None:
@@ -169,5 +177,7 @@ def test_disabling_stops_the_service_and_keeps_the_venv(lab: VllmLab) -> None:
     assert lab.sh("test -e /etc/gpulab/vllm.env")[0] != 0
     assert lab.sh("curl -fsS --max-time 3 http://127.0.0.1:8000/health")[0] != 0
     assert lab.out("test -x /opt/vllm/bin/vllm && echo kept") == "kept"
-    again = lab.deploy("disable-rerun", vllm_enabled=False)
-    assert again.rc == 0 and again.changed_hosts == [], again.describe()
+    assert_unchanged(lab.deploy("disable-rerun", vllm_enabled=False), [GUEST])
+    checks = verify(lab.tmp / "inventory-disable.py", "--limit", GUEST,
+                    label="vllm lab, disabled").hosts[GUEST]
+    assert checks["Is vLLM enabled and running as vllm?"] == ("n/a", "vllm_enabled is false")

@@ -45,3 +45,15 @@ def test_pyinfra_dry_run_of_the_whole_stack(
         ops = result.payload["results"]["operations"]  # type: ignore[index]
         assert any("reboot for the driver" in op["name"] for op in ops)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room.py"]  # nothing written here
+
+
+def test_readme_inventory_works_when_pyinfra_is_given_a_relative_path(tmp_path: Path) -> None:
+    """The README's inventory, beside its facts file, run from its own folder as ``room.py``."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("from pathlib import Path\nroom = ")
+    inventory_text = readme[start:readme.index("```", start)]
+    (tmp_path / "pc-101.json").write_text((FACTS / "ubuntu2404-rtx5090.json").read_text())
+    (tmp_path / "room.py").write_text(inventory_text)
+    result = run_pyinfra("room.py", REPO / "deploy" / "gpu_host.py", cwd=tmp_path, timeout=300)
+    assert result.rc == 0, result.describe()
+    assert "nvidia-driver-580-open" in " ".join(result.hosts["@fake/pc-101"].changed)

@@ -87,6 +87,18 @@ def test_lan_exposure_installs_and_loads_the_firewall_table() -> None:
         "gpulab Ollama | Ollama restarted (binary, configuration or driver changed)")
 
 
+def test_scheme_without_port_gets_port_80_and_the_capability_to_bind_it() -> None:
+    planned = _plan("ubuntu2404-rtx5090.json", {
+        "ollama_host": "http://0.0.0.0", "ollama_allowed_clients": ["10.0.0.0/24"],
+    })
+    dropin = planned.op("settings drop-in").text
+    assert 'Environment="OLLAMA_HOST=http://0.0.0.0"' in dropin
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in dropin
+    assert "tcp dport 80 counter drop" in planned.op("Ollama firewall rules").text
+    default = _plan("ubuntu2404-rtx5090.json").op("settings drop-in").text
+    assert "AmbientCapabilities" not in default
+
+
 def test_loopback_host_removes_a_firewall_left_from_an_earlier_exposure() -> None:
     planned = _plan("debian12-nogpu.json")
     assert "nft delete table inet gpulab_ollama" in planned.op("no Ollama firewall table").text

@@ -235,7 +235,8 @@ def stub_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "znbang/bge:large-zh-v1.5-f16": _model(
             store,
             "registry.ollama.ai/znbang/bge/large-zh-v1.5-f16",
-            _gguf({"general.architecture": "bert", "bert.pooling_type": 2}),
+            _gguf({"general.architecture": "bert", "bert.pooling_type": 2,
+                   "bert.embedding_length": 1024}),
             {
                 "model_format": "gguf",
                 "model_family": "bert",
@@ -337,6 +338,10 @@ def test_stub_serves_the_api_from_the_store(stub_server: dict[str, Any]) -> None
     status, show = _get(base + "/api/show", "POST", {"name": "znbang/bge:large-zh-v1.5-f16"})
     assert status == 200 and show["capabilities"] == ["embedding"]
     assert show["model_info"]["general.architecture"] == "bert"
+    status, embedded = _get(base + "/api/embed", "POST",
+                            {"model": "znbang/bge:large-zh-v1.5-f16", "input": ["a", "b"]})
+    assert status == 200 and [len(v) for v in embedded["embeddings"]] == [1024, 1024]
+    assert _get(base + "/api/embed", "POST", {"model": "nope:1b", "input": "a"})[0] == 404
 
     status, env = _get(base + "/api/stub/env")
     assert status == 200 and env["stub"] is True

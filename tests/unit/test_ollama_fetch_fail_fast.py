@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 
 from gpulab.plan.ollama import Layout, fetch_script
+from tests.needs import skip_or_fail
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(not shutil.which("curl"), reason="needs curl"),
-]
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _curl_installed() -> None:
+    if not shutil.which("curl"):
+        skip_or_fail("the fetch script runs curl, which is not installed")
 
 SHA = "0" * 64
 

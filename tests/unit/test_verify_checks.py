@@ -233,10 +233,10 @@ def test_listeners_as_planned_and_none() -> None:
 
 
 def test_service_stopped_says_start() -> None:
-    outcome = checks.check_ollama_service(True, False, None)
+    outcome = checks.check_service("ollama", True, False, None, "ollama")
     assert outcome.status == "fail" and "systemctl start ollama" in outcome.message
-    assert checks.check_ollama_service(True, True, "root").status == "fail"
-    assert checks.check_ollama_service(True, True, "ollama").status == "pass"
+    assert checks.check_service("ollama", True, True, "root", "ollama").status == "fail"
+    assert checks.check_service("ollama", True, True, "ollama", "ollama").status == "pass"
 
 
 def test_api_version_from_recorded_body() -> None:
@@ -298,6 +298,44 @@ def test_embedding_dimension() -> None:
     short = checks.check_embedding(json.dumps({"embeddings": [[0.0] * 768]}), "m", 1024)
     assert short.status == "fail" and "768 dimensions, expected 1024" in short.message
     assert checks.check_embedding('{"error":"model not found"}', "m", 1024).status == "fail"
+
+
+def test_listed_model_with_a_blob_missing_on_disk_fails_naming_it() -> None:
+    body = recorded("api-tags-two-models.txt")
+    outcome = checks.check_models_listed(body, {"qwen3:0.6b": None},
+                                         {"qwen3:0.6b": "copy 0.52 GB from the instructor's store"})
+    assert outcome.status == "fail"
+    assert "incomplete on disk: qwen3:0.6b (copy 0.52 GB" in outcome.message
+    assert "deploy/gpu_host.py" in outcome.message
+
+
+# --- vLLM (its OpenAI-compatible API) -----------------------------------------------------
+
+
+def test_vllm_serves_the_planned_model() -> None:
+    body = json.dumps({"object": "list", "data": [
+        {"id": "Qwen/Qwen2.5-7B-Instruct-AWQ", "object": "model", "owned_by": "vllm"}]})
+    url = "http://127.0.0.1:8000/v1/models"
+    assert checks.check_vllm_models(0, body, "Qwen/Qwen2.5-7B-Instruct-AWQ", url).status == "pass"
+    other = checks.check_vllm_models(0, body, "Qwen/Qwen2.5-7B-Instruct", url)
+    assert other.status == "fail"
+    assert "serves Qwen/Qwen2.5-7B-Instruct-AWQ, planned" in other.message
+    down = checks.check_vllm_models(7, "curl: (7) Failed to connect", "m", url)
+    assert down.status == "fail" and "Failed to connect" in down.message
+
+
+def test_vllm_without_the_key_must_get_401() -> None:
+    assert checks.check_vllm_key_required("401", "u").status == "pass"
+    open_door = checks.check_vllm_key_required("200", "u")
+    assert open_door.status == "fail" and "answered 200" in open_door.message
+
+
+def test_readme_troubleshooting_names_every_check() -> None:
+    from gpulab.verify.probes import CHECK_NAMES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in CHECK_NAMES if f"| {name} |" not in readme]
+    assert not missing, f"README's troubleshooting table lacks {missing}"
 
 
 def test_kernel_hold_opt_out_expects_no_hold_and_no_blacklist() -> None:
