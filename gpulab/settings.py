@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from gpulab.compat.cuda import CompatError, find_release
+from gpulab.compat.cuda import CompatError, check_pinned_toolkit, find_release
 from gpulab.compat.gpus import GpuRuleError, branch
 from gpulab.facts.model import FactsFile
 from gpulab.models.names import ModelNameError, parse_model_name
@@ -139,12 +139,14 @@ class Settings(BaseModel):
     # --- NVIDIA driver ------------------------------------------------------------------
     driver_source: Literal["auto", "ubuntu", "cuda-repo", "debian", "none"] = Field(
         default="auto",
-        description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, Debian "
-        "non-free on Debian 12 (NVIDIA's repo where Debian's 535 cannot drive the GPU), none "
-        "on WSL2 and on hosts without an NVIDIA GPU.",
+        description="Where the driver comes from. auto: Ubuntu's archive on Ubuntu, NVIDIA's "
+        "repo on Debian 12 (debian: Debian's own non-free 535, also chosen by driver_branch: "
+        "535), none on WSL2 and on hosts without an NVIDIA GPU.",
     )
     driver_branch: int | None = Field(
-        default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default 580."
+        default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default "
+        "580. Ubuntu's archive has only 580 and 595 as real branches; the others are refused "
+        "there (use driver_source: cuda-repo)."
     )
     driver_flavour: Literal["auto", "open", "proprietary"] = Field(
         default="auto",
@@ -165,7 +167,15 @@ class Settings(BaseModel):
     )
     driver_upgrade: bool = Field(
         default=False,
-        description="Lift the driver holds, upgrade within the branch, and hold again.",
+        description="Lift the driver holds, upgrade within the branch, and hold again; on "
+        "Ubuntu's prebuilt modules the held kernel moves with them (then a reboot).",
+    )
+    driver_hold_kernel: bool = Field(
+        default=True,
+        description="Ubuntu prebuilt modules: hold the kernel flavour metapackages with the "
+        "driver, so a new kernel never boots without its nvidia module; kernel updates then "
+        "wait for a driver_upgrade run. false: nothing on that route is held and kernel, "
+        "modules and driver follow the archive nightly.",
     )
 
     # --- CUDA toolkit -------------------------------------------------------------------
@@ -531,6 +541,13 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
             "when it is superseded: pin a final release, or copy the archive to your own "
             "mirror and set ollama_download_base to it and ollama_sha256 to its sha256",
         ))
+    if settings.driver_branch is not None and settings.cuda_toolkit not in ("auto", "none"):
+        # The branch's first release is what plan checks the pin against (no facts needed).
+        first = branch(settings.driver_branch).first_release
+        try:
+            check_pinned_toolkit(settings.cuda_toolkit, first, "linux")
+        except CompatError as error:
+            problems.append(("cuda_toolkit", f"driver_branch {settings.driver_branch}: {error}"))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((
             "ollama_allowed_clients",

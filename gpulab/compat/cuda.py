@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gpulab.compat.tables import CUDA_TOOLKITS, MINOR_VERSION_FLOORS, ToolkitRow
+from gpulab.compat.tables import (
+    CUDA_TOOLKITS,
+    MINOR_VERSION_FLOORS,
+    REPO_FIRST_TOOLKIT,
+    ToolkitRow,
+)
 from gpulab.compat.versions import parse_version
 
 Platform = Literal["linux", "windows"]
@@ -13,6 +18,10 @@ Platform = Literal["linux", "windows"]
 
 class CompatError(ValueError):
     """No toolkit fits, or a pinned toolkit needs a newer driver."""
+
+
+class NotInRepository(CompatError):
+    """The driver runs toolkits, but NVIDIA's repository for this distro has none of them."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,17 @@ def _minimum(row: ToolkitRow, platform: Platform) -> str | None:
 
 
 def choose_toolkit(
-    driver_version: str, platform: Platform = "linux", max_major: int | None = None
+    driver_version: str,
+    platform: Platform = "linux",
+    max_major: int | None = None,
+    repo: str | None = None,
 ) -> Toolkit:
     """The newest toolkit release whose minimum driver ``driver_version`` meets.
 
     ``platform`` is ``windows`` under WSL2, where nvidia-smi reports the Windows driver.
     Releases whose minimum Table 3 prints as N/A (every 13.x row for Windows) are not chosen.
     ``max_major`` caps the CUDA major (CUDA 13 dropped Maxwell, Pascal and Volta).
+    ``repo`` (``debian12``) keeps the choice to releases NVIDIA's repository for it carries.
 
     >>> choose_toolkit("560.35.03").version
     '12.6.2'
@@ -66,6 +79,11 @@ def choose_toolkit(
         if max_major is not None and _major(row.version) > max_major:
             continue
         if minimum is not None and have >= parse_version(minimum):
+            if repo is not None and not repo_carries(repo, row.version):
+                raise NotInRepository(
+                    f"driver {driver_version} ({platform}) runs CUDA {row.version} at most, but "
+                    f"NVIDIA's {repo} repository starts at CUDA {REPO_FIRST_TOOLKIT[repo]}"
+                )
             return Toolkit(row.version, minimum, platform)
     oldest = CUDA_TOOLKITS[-1]
     raise CompatError(
@@ -73,6 +91,15 @@ def choose_toolkit(
         f"the oldest, {oldest.version}, needs {_minimum(oldest, platform)} or newer; "
         "upgrade the driver"
     )
+
+
+def repo_carries(repo: str, version: str) -> bool:
+    """Whether NVIDIA's repository for ``repo`` (``ubuntu2404``) has this toolkit release.
+
+    >>> repo_carries("ubuntu2404", "12.4.1"), repo_carries("ubuntu2404", "12.5.0")
+    (False, True)
+    """
+    return parse_version(version)[:2] >= parse_version(REPO_FIRST_TOOLKIT[repo])[:2]
 
 
 def _major(version: str) -> int:
@@ -91,13 +118,23 @@ def find_release(requested: str) -> ToolkitRow:
 
 
 def check_pinned_toolkit(
-    requested: str, driver_version: str, platform: Platform, max_major: int | None = None
+    requested: str,
+    driver_version: str,
+    platform: Platform,
+    max_major: int | None = None,
+    repo: str | None = None,
 ) -> Toolkit:
-    """A pinned toolkit, refused when ``driver_version`` is below its minimum.
+    """A pinned toolkit, refused when ``driver_version`` is below its minimum or NVIDIA's
+    repository for ``repo`` does not carry it.
 
     Where Table 3 prints N/A (13.x on Windows), the CUDA major's minor-version floor applies.
     """
     row = find_release(requested)
+    if repo is not None and not repo_carries(repo, row.version):
+        raise NotInRepository(
+            f"NVIDIA's {repo} repository has no CUDA {row.version}: it starts at "
+            f"{REPO_FIRST_TOOLKIT[repo]}; pin {REPO_FIRST_TOOLKIT[repo]} or newer"
+        )
     if max_major is not None and _major(row.version) > max_major:
         raise CompatError(
             f"CUDA {row.version} does not support this host's GPUs (their last CUDA is "

@@ -31,7 +31,8 @@ def family_of_pci(device_id: str, lspci_name: str = "") -> Family | None:
     """
     chip = lspci_name.split(" ", 1)[0].upper()
     for family in FAMILIES:
-        if any(re.fullmatch(prefix + r"\d+[A-Z]?", chip) for prefix in family.chip_prefixes):
+        # Board variants carry letters after the number: GP100GL, TU104GL, GK110BGL.
+        if any(re.fullmatch(prefix + r"\d+[A-Z]{0,3}", chip) for prefix in family.chip_prefixes):
             return family
     number = int(device_id, 16)
     for low, high, name in DEVICE_ID_RANGES:

@@ -104,8 +104,11 @@ FAMILIES: tuple[Family, ...] = (
 # Ranges follow NVIDIA's device-id allocation per chip generation.
 DEVICE_ID_RANGES: tuple[tuple[int, int, str], ...] = (
     (0x0FC0, 0x12FF, "Kepler"),
-    (0x1340, 0x17FF, "Maxwell"),  # GM107/108/200/204/206 (0x15xx is Pascal GP100, below)
+    # GM107/108/200/204/206, around GP100's 0x15F0-0x15FF (Tesla P100 is 0x15F7-0x15F9);
+    # the ranges never overlap, so their order does not matter.
+    (0x1340, 0x15EF, "Maxwell"),
     (0x15F0, 0x15FF, "Pascal"),
+    (0x1600, 0x17FF, "Maxwell"),
     (0x1B00, 0x1D7F, "Pascal"),
     (0x1D80, 0x1DFF, "Volta"),
     (0x1E00, 0x1FFF, "Turing"),
@@ -118,16 +121,18 @@ DEVICE_ID_RANGES: tuple[tuple[int, int, str], ...] = (
     (0x2900, 0x2FFF, "Blackwell"),
 )
 
-# Marketing names, for nvidia-smi's GPU name when no PCI facts exist (WSL2).
+# Marketing names, for nvidia-smi's GPU name when no PCI facts exist (WSL2). GeForce
+# Blackwell is RTX 5050-5090 only: "Quadro RTX 5000" is Turing, "RTX 5000 Ada" is Ada.
+# "GTX TITAN X" is Maxwell (GM200); the Pascal ones are "TITAN X (Pascal)" and "TITAN Xp".
 NAME_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"RTX 50\d0|RTX PRO \d+ Blackwell|\bB[23]00\b|\bGB[23]00\b|RTX 5\d{3}\b", "Blackwell"),
+    (r"RTX 50[5-9]0\b|RTX PRO \d+ Blackwell|\bB[23]00\b|\bGB\d{2,3}\b", "Blackwell"),
     (r"\bH[12]00\b|\bH20\b|\bGH200\b", "Hopper"),
-    (r"RTX 40\d0|\bL4\b|\bL40S?\b|RTX \d+ Ada|RTX 2000 Ada", "Ada"),
+    (r"RTX 40\d0|\bL4\b|\bL40S?\b|RTX \d+ Ada", "Ada"),
     (r"RTX 30\d0|\bA\d{1,4}\b|RTX A\d{4}", "Ampere"),
     (r"RTX 20\d0|GTX 16\d0|\bT4\b|Quadro RTX|TITAN RTX", "Turing"),
     (r"\bV100\b|TITAN V\b", "Volta"),
-    (r"GTX 10\d0|\bP\d{1,3}\b|\bP\d{4}\b|TITAN X[p ]", "Pascal"),
-    (r"GTX 9\d0|GTX 7[45]0|\bM\d{2,4}\b", "Maxwell"),
+    (r"GTX 10\d0|\bP\d{1,3}\b|\bP\d{4}\b|TITAN Xp\b|TITAN X \(Pascal\)", "Pascal"),
+    (r"GTX 9\d0|GTX 7[45]0|\bM\d{2,4}\b|GTX TITAN X\b", "Maxwell"),
 )
 
 
@@ -167,3 +172,30 @@ DEFAULT_BRANCH = 580
 
 # Debian 12's own non-free `nvidia-driver` is the 535 branch (535.x~deb12u1).
 DEBIAN_DISTRO_BRANCH = 535
+
+# The oldest CUDA minor release each NVIDIA repository distro carries as cuda-toolkit-X-Y
+# (every later one up to the newest is there too). A distro enters the repository with the
+# first toolkit release that supports it: Ubuntu 22.04 with 11.7, Debian 12 with 12.3
+# (https://github.com/NVIDIA/nvidia-docker/issues/1791: "With the release of CUDA 12.3, ...
+# Debian 12 has been added"), Ubuntu 24.04 with 12.5 (the 12.5 release notes add it); the
+# WSL-Ubuntu repository carries every release gpulab offers (11.8 on).
+REPO_FIRST_TOOLKIT: dict[str, str] = {
+    "ubuntu2204": "11.7",
+    "ubuntu2404": "12.5",
+    "debian12": "12.3",
+    "wsl-ubuntu": "11.8",
+}
+
+# What Canonical's archive gives for each driver branch gpulab knows, per Ubuntu release:
+# the branch itself, the branch its packages are a transitional dummy for, or None (absent).
+# Evidence: `apt-cache show nvidia-driver-NNN` as snapd's nvidia-files spread test records it
+# (https://github.com/canonical/snapd/blob/master/tests/main/nvidia-files/task.yaml: 535,
+# 535-server, 550, 550-server "transitional-driver" and 560 "no-driver" on 22.04 and 24.04,
+# July 2026); 570 moved to 580 (https://github.com/canonical/core-base/pull/439, April 2026);
+# 565(-server) and 590 are dummies for 580(-server) and 595 on packages.ubuntu.com. 575 and
+# 610 are on no Ubuntu LTS page seen: treated as absent.
+UBUNTU_ARCHIVE_BRANCHES: dict[str, dict[int, int | None]] = {
+    release: {535: 580, 550: 580, 560: None, 565: 580, 570: 580, 575: None, 580: 580,
+              590: 595, 595: 595, 610: None}
+    for release in ("22.04", "24.04")
+}

@@ -11,12 +11,14 @@ host's own sources), or none (WSL2, no GPU, disabled: the run says why).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 
 from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.apt import noninteractive_apt
+from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
 from gpulab.deploys.apt import held
@@ -24,7 +26,12 @@ from gpulab.deploys.common import gpulab_deploy, missing_packages, say, template
 from gpulab.deploys.context import host_plan, host_run, host_settings
 from gpulab.deploys.nvidia_repo import debian_sources, nvidia_repo
 from gpulab.facts.apt import HeldPackages
-from gpulab.plan.driver import DRIVER_HOLD_NAMES, blacklist_patterns
+from gpulab.plan.driver import (
+    DRIVER_HOLD_NAMES,
+    DRIVER_SET_NAMES,
+    blacklist_patterns,
+    installed_driver_set,
+)
 
 BLACKLIST_CONF = "/etc/apt/apt.conf.d/51gpulab-nvidia-blacklist"
 BRANCH_PIN = "/etc/apt/preferences.d/gpulab-nvidia-driver-branch"
@@ -50,15 +57,19 @@ class UpgradablePackages(FactBase[list[str]]):
 
 
 @operation()
-def upgrade_within_branch(packages: tuple[str, ...] | list[str]) -> Generator[str]:
-    """Lift the holds, upgrade ``packages`` to their newest candidate, hold them again.
+def upgrade_within_branch(
+    packages: tuple[str, ...] | list[str], held_now: bool, branch_set: int | None = None
+) -> Generator[str]:
+    """Upgrade ``packages`` to their newest candidate, lifting and restoring their holds.
 
     The names are branch names (``nvidia-driver-580-open``, ``cuda-drivers-580``), or 590+
-    names kept in the branch by ``nvidia-driver-pinning-NNN``, so "newest" stays in the branch.
+    names kept in the branch by ``nvidia-driver-pinning-NNN``, so "newest" stays in the branch;
+    on Ubuntu's prebuilt modules the held kernel metas move with them. ``branch_set``: every
+    installed package of that branch is held too (NVIDIA's repository) and moves with them.
 
     .. code:: python
 
-        upgrade_within_branch(packages=["cuda-drivers-580"])
+        upgrade_within_branch(packages=["cuda-drivers-580"], held_now=True, branch_set=580)
     """
     found: list[str] = host.get_fact(UpgradablePackages)
     upgradable = set(found)
@@ -66,11 +77,39 @@ def upgrade_within_branch(packages: tuple[str, ...] | list[str]) -> Generator[st
         host.noop(f"{', '.join(packages)}: no newer release in the branch")
         return
     names = " ".join(packages)
+    if branch_set is not None:
+        names += f" $({installed_driver_set(branch_set)})"
+    upgrade = f"{noninteractive_apt('install --only-upgrade')} {names}"
+    if not held_now:
+        yield upgrade
+        return
     # One shell, so the packages are held again even when the upgrade fails.
-    yield (
-        f"apt-mark unhold {names} && {{ {noninteractive_apt('install --only-upgrade')} {names}; "
-        f"status=$?; apt-mark hold {names}; exit $status; }}"
-    )
+    yield (f"apt-mark unhold {names} && {{ {upgrade}; status=$?; apt-mark hold {names}; "
+           "exit $status; }")
+
+
+@operation()
+def held_branch_set(branch: int, install_pending: bool) -> Generator[str]:
+    """Hold every installed package of driver ``branch``, not only the metas gpulab names.
+
+    Decided on the host when it runs: the driver's parts are known once apt installed them.
+
+    .. code:: python
+
+        held_branch_set(branch=580, install_pending=True)
+    """
+    installed: dict[str, list[str]] = host.get_fact(DebPackages)
+    held_now: list[str] = host.get_fact(HeldPackages)
+    on_hold = set(held_now)
+    unheld = [
+        name for name, versions in installed.items()
+        if re.search(DRIVER_SET_NAMES, name) and name not in on_hold
+        and any(version.startswith(f"{branch}.") for version in versions)
+    ]
+    if not install_pending and not unheld:
+        host.noop(f"every installed package of branch {branch} is held")
+        return
+    yield f'names=$({installed_driver_set(branch)}); [ -z "$names" ] || apt-mark hold $names'
 
 
 @operation()
@@ -150,10 +189,20 @@ def nvidia_driver() -> None:
     ops = [installed]
     if settings.driver_upgrade:
         ops.append(upgrade_within_branch(
-            name=f"driver_upgrade: newest {driver.branch} release", packages=driver.held,
+            name=f"driver_upgrade: newest {driver.branch} release",
+            packages=driver.held or driver.packages, held_now=bool(driver.held),
+            branch_set=driver.branch if driver.hold_installed_set else None,
         ))
     run.driver_ops = ops
+    if not driver.held:
+        files.file(name=f"nothing held: no unattended-upgrades blacklist ({driver.reason})",
+                   path=BLACKLIST_CONF, present=False)
+        return
     held(name=f"hold {' '.join(driver.held)}", packages=list(driver.held))
+    if driver.hold_installed_set:
+        assert driver.branch is not None
+        held_branch_set(name=f"hold every installed package of branch {driver.branch}",
+                        branch=driver.branch, install_pending=bool(missing))
     files.template(
         name=f"unattended-upgrades leaves the driver alone ({BLACKLIST_CONF})",
         src=template("nvidia/51gpulab-nvidia-blacklist.j2"), dest=BLACKLIST_CONF, mode="644",

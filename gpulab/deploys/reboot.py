@@ -2,7 +2,8 @@
 
 Rules, in order: never WSL2 (the user runs ``wsl --shutdown`` in Windows), never the machine
 pyinfra runs on (``@local``) nor a ``@chroot``, only when this run's driver operations changed
-something or the host says a reboot is required, and only with ``reboot_allowed: true``.
+something, the host says a reboot is required or the plan found the running module stale (NVML
+"Driver/library version mismatch", or no module loaded), and only with ``reboot_allowed: true``.
 Batches: the reboot operation runs with pyinfra's ``_parallel`` set to the inventory's
 ``reboot_batch`` (pyinfra 3.10 requires one value for every host of an operation, so the
 smallest of all hosts' values is used); ``pyinfra --serial`` still reboots one host at a time.
@@ -44,8 +45,10 @@ def connector_refusal(connector_cls: type) -> str | None:
     return NEVER_REBOOTED.get(name)
 
 
-def check_driver_loads(state: Any, host: Any, dkms_expected: bool) -> bool:
+def check_driver_loads(state: Any, host: Any, mok_key: str | None) -> bool:
     """After the reboot: ``nvidia-smi`` must work when a GPU is on the PCI bus.
+
+    ``mok_key``: the DKMS signing certificate (None: the modules are not DKMS-built).
 
     Logs one clear reason and returns False (pyinfra fails the host) when it does not.
     """
@@ -56,7 +59,7 @@ def check_driver_loads(state: Any, host: Any, dkms_expected: bool) -> bool:
         return True
     _status, output = host.run_shell_command(check_script())
     check = parse_check("\n".join(output.stdout_lines))
-    problem = diagnose(check, dkms_expected)
+    problem = diagnose(check, mok_key)
     if problem is None:
         host.log_styled(f"driver loads: {check.smi_output}", log_func=logger.info)
         return True
@@ -99,7 +102,7 @@ def reboot_if_needed() -> None:
     def needed() -> bool:
         # Asked when the operation runs: by then the driver operations have run.
         driver_changed = any(will_change(op) for op in run.driver_ops)
-        return driver_changed or bool(host.get_fact(RebootRequired))
+        return driver_changed or plan.reboot.driver_stale or bool(host.get_fact(RebootRequired))
 
     if not plan.reboot.allowed:
         reboot_left_to_user(name=f"reboot: left to you ({plan.reboot.reason})", needed=needed)
@@ -115,5 +118,5 @@ def reboot_if_needed() -> None:
     if plan.driver.source is not None:
         python.call(
             name="the NVIDIA driver loads after the reboot", function=check_driver_loads,
-            dkms_expected=plan.driver.dkms, _if=rebooted.did_change,
+            mok_key=plan.driver.mok_key, _if=rebooted.did_change,
         )

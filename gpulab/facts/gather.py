@@ -10,7 +10,7 @@ from pyinfra.facts.server import Arch, Hostname, KernelVersion, RebootRequired
 from gpulab.facts.cuda import CudaToolkits
 from gpulab.facts.model import HostFacts
 from gpulab.facts.models import OllamaModelStore
-from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
+from gpulab.facts.nvidia import DriverLibraryVersion, LoadedDriverVersion, NvidiaSmi
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.facts.secure_boot import SecureBoot
 from gpulab.facts.system import IsWsl, MemoryMib, OsRelease, SystemdRunning, WslSystemd
@@ -55,6 +55,7 @@ def gather_host_facts(host: FactHost, models_dir: str) -> HostFacts:
         pci_gpus=host.get_fact(NvidiaPciDevices),
         smi=host.get_fact(NvidiaSmi),
         loaded_driver_version=host.get_fact(LoadedDriverVersion),
+        driver_library_version=host.get_fact(DriverLibraryVersion),
         cuda_toolkits=host.get_fact(CudaToolkits),
         reboot_required=bool(host.get_fact(RebootRequired)),
         memory_mib=int(host.get_fact(MemoryMib)),

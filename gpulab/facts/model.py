@@ -111,6 +111,10 @@ class HostFacts(_Frozen):
     loaded_driver_version: str | None = Field(
         default=None, description="/sys/module/nvidia/version when the module is loaded"
     )
+    driver_library_version: str | None = Field(
+        default=None,
+        description="the installed driver's userspace version (libnvidia-ml.so.<version>)",
+    )
     cuda_toolkits: tuple[CudaToolkit, ...] = ()
     reboot_required: bool = False
     memory_mib: int = 0

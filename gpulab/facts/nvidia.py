@@ -182,6 +182,14 @@ class NvidiaSmi(FactBase[SmiStatus]):
 _NVRM = re.compile(r"NVRM version:.*?Kernel Module(?: for \S+)?\s+(?P<version>\d+(?:\.\d+)+)")
 
 
+# Shared with the post-reboot driver check, which must read the same two versions.
+LOADED_MODULE_COMMAND = (
+    "cat /sys/module/nvidia/version 2>/dev/null "
+    "|| cat /proc/driver/nvidia/version 2>/dev/null || true"
+)
+NVML_LIBRARY_COMMAND = "ls -1 /usr/lib/*-linux-gnu/libnvidia-ml.so.* 2>/dev/null || true"
+
+
 def parse_nvidia_module_version(text: str) -> str | None:
     """Driver version of the loaded nvidia module, or None when it is not loaded.
 
@@ -215,10 +223,7 @@ class LoadedDriverVersion(FactBase[str | None]):
     """
 
     def command(self) -> str:
-        return (
-            "cat /sys/module/nvidia/version 2>/dev/null "
-            "|| cat /proc/driver/nvidia/version 2>/dev/null || true"
-        )
+        return LOADED_MODULE_COMMAND
 
     @staticmethod
     def default() -> str | None:
@@ -227,3 +232,41 @@ class LoadedDriverVersion(FactBase[str | None]):
     def process(self, output: list[str]) -> str | None:
         return parse_nvidia_module_version("\n".join(output))
 
+
+_NVML_LIBRARY = re.compile(r"libnvidia-ml\.so\.(?P<version>\d+(?:\.\d+)+)$")
+
+
+def parse_driver_library_version(text: str) -> str | None:
+    """The driver version in the NVML library's file name, or None without one.
+
+    NVML is what nvidia-smi loads, so its version is the one the "Driver/library version
+    mismatch" compares with the loaded module's. Example::
+
+        >>> parse_driver_library_version("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05")
+        '580.95.05'
+        >>> parse_driver_library_version("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1") is None
+        True
+    """
+    for raw in text.splitlines():
+        if m := _NVML_LIBRARY.search(raw.strip()):
+            return m["version"]
+    return None
+
+
+class DriverLibraryVersion(FactBase[str | None]):
+    """Version of the installed driver's userspace (None: no driver libraries, or WSL, whose
+    ``/usr/lib/wsl/lib`` carries only ``libnvidia-ml.so.1``). Output and value::
+
+        /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05
+        -> "580.95.05"
+    """
+
+    def command(self) -> str:
+        return NVML_LIBRARY_COMMAND
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_driver_library_version("\n".join(output))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gpulab.compat.cuda import (
     CompatError,
+    NotInRepository,
     Platform,
     Toolkit,
     check_pinned_toolkit,
@@ -33,10 +34,13 @@ from gpulab.compat.tables import (
     CUDA_REPO_LAST_SUFFIXED_BRANCH,
     DEBIAN_DISTRO_BRANCH,
     DEFAULT_BRANCH,
+    REPO_FIRST_TOOLKIT,
+    UBUNTU_ARCHIVE_BRANCHES,
     Family,
 )
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
+from gpulab.plan.driver import DKMS_DEFAULT_KEY, UBUNTU_DKMS_KEY
 from gpulab.plan.models import ModelFit, plan_models
 from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
 from gpulab.settings import Settings, ollama_listen_address
@@ -68,9 +72,13 @@ class DriverPlan(_Plan):
     branch: int | None = None
     flavour: Flavour | None = None
     dkms: bool = False
+    mok_key: str | None = None  # DKMS's signing certificate, to enroll under Secure Boot
     pre_packages: tuple[str, ...] = ()  # installed before the driver (pins, headers)
     packages: tuple[str, ...] = ()
     held: tuple[str, ...] = ()
+    # NVIDIA's repository: its metas depend with ">=" on the driver's parts, so every
+    # installed package of the branch is held, not just the metas in ``held``.
+    hold_installed_set: bool = False
     changes: bool = False  # the loaded driver is not (yet) this branch
     reason: str
 
@@ -123,6 +131,9 @@ class RebootPlan(_Plan):
 
     may_be_needed: bool
     allowed: bool
+    # The running module is not the installed driver (NVML mismatch, or not loaded at all):
+    # a reboot is needed whatever this run changes.
+    driver_stale: bool = False
     reason: str
 
 
@@ -202,6 +213,12 @@ def _ubuntu_headers(facts: HostFacts) -> tuple[str, ...]:
     return (f"linux-headers-{facts.kernel}", f"linux-headers-{ubuntu_kernel_flavour(facts)}")
 
 
+def dkms_mok_key(facts: HostFacts) -> str:
+    """The certificate DKMS signs modules with, which Secure Boot needs enrolled: Ubuntu's
+    shim-signed key, else DKMS's own default (``mok_certificate`` in dkms's framework.conf)."""
+    return UBUNTU_DKMS_KEY if facts.os.id == "ubuntu" else DKMS_DEFAULT_KEY
+
+
 def _installed_branch(facts: HostFacts) -> int | None:
     if facts.wsl:
         return None
@@ -240,6 +257,8 @@ def plan_driver(host: str, facts: HostFacts, settings: Settings) -> DriverPlan:
         check_branch(number, families)
     except GpuRuleError as error:
         raise PlanError(host, "driver_branch", str(error)) from None
+    if source == "ubuntu":
+        _check_ubuntu_archive(host, facts, number)
     installed = _installed_branch(facts)
     changes = installed != number
     gpu_text = "/".join(sorted({f.name for f in families}))
@@ -252,18 +271,58 @@ def plan_driver(host: str, facts: HostFacts, settings: Settings) -> DriverPlan:
             host, "driver_secure_boot_proceed",
             "Secure Boot is on and these kernel modules are built by DKMS, signed by a key the "
             "firmware does not trust yet. Set driver_secure_boot_proceed: true and run again; "
-            "DKMS then creates its signing key on the first build ("
-            + ("/var/lib/shim-signed/mok/MOK.der" if facts.os.id == "ubuntu"
-               else "/var/lib/dkms/mok.pub")
+            f"DKMS then creates its signing key on the first build ({dkms_mok_key(facts)}"
             + "): enroll it with `mokutil --import <key>`, reboot and choose Enroll MOK"
             + ("; or use Ubuntu's prebuilt signed modules (driver_dkms: false)"
                if source == "ubuntu" else ""),
         )
     pre, packages, held = _driver_packages(host, facts, settings, source, number, flavour)
+    if source == "ubuntu" and not dkms:
+        why += "; " + _kernel_hold_policy(facts, settings)
     return DriverPlan(
-        source=source, branch=number, flavour=flavour, dkms=dkms, pre_packages=pre,
-        packages=packages, held=held, changes=changes, reason=why,
+        source=source, branch=number, flavour=flavour, dkms=dkms,
+        mok_key=dkms_mok_key(facts) if dkms else None, pre_packages=pre, packages=packages,
+        held=held, hold_installed_set=source == "cuda-repo", changes=changes, reason=why,
     )
+
+
+def _check_ubuntu_archive(host: str, facts: HostFacts, number: int) -> None:
+    """Refuse a branch Canonical's archive has no packages of its own for."""
+    carried = UBUNTU_ARCHIVE_BRANCHES.get(facts.os.version_id, {}).get(number, number)
+    if carried == number:
+        return
+    release = f"Ubuntu {facts.os.version_id}"
+    if carried is None:
+        message = f"{release}'s archive has no driver branch {number}"
+    else:
+        # Holding the dummy names would report branch N while the host runs another.
+        message = (f"{release}'s archive carries branch {number} only as a transitional "
+                   f"package that installs {carried}: set driver_branch: {carried}")
+    raise PlanError(host, "driver_branch",
+                    message + f", or driver_source: cuda-repo for NVIDIA's own {number}")
+
+
+def ubuntu_kernel_metas(facts: HostFacts) -> tuple[str, ...]:
+    """The kernel flavour metapackages that move a host to a new kernel ABI.
+
+    >>> from gpulab.facts.model import OsInfo
+    >>> ubuntu_kernel_metas(HostFacts(hostname="h", os=OsInfo(id="ubuntu", version_id="24.04"),
+    ...                               kernel="6.8.0-90-generic"))
+    ('linux-generic', 'linux-image-generic', 'linux-headers-generic')
+    """
+    flavour = ubuntu_kernel_flavour(facts)
+    return (f"linux-{flavour}", f"linux-image-{flavour}", f"linux-headers-{flavour}")
+
+
+def _kernel_hold_policy(facts: HostFacts, settings: Settings) -> str:
+    """What holding (or not) the kernel with Canonical's prebuilt modules means here."""
+    if settings.driver_hold_kernel:
+        return (f"kernel held with it ({ubuntu_kernel_metas(facts)[0]}): each new kernel's "
+                "modules are built for the branch's newest release, so kernel, modules and "
+                "driver move together in a driver_upgrade run, and kernel security updates "
+                "wait for it")
+    return ("nothing held (driver_hold_kernel: false): kernel, modules and driver follow "
+            "the archive nightly; the driver runs again after the next reboot")
 
 
 def _driver_source(
@@ -274,8 +333,10 @@ def _driver_source(
         if facts.os.id == "ubuntu":
             return "ubuntu"
         if facts.os.id == "debian":
+            # Debian's own 535 runs CUDA 12.2 at most, and NVIDIA's debian12 repository starts
+            # at 12.3: only NVIDIA's driver makes a working driver + toolkit pair there.
             fits_debian = all(f.min_branch <= DEBIAN_DISTRO_BRANCH for f in families)
-            wanted = settings.driver_branch in (None, DEBIAN_DISTRO_BRANCH)
+            wanted = settings.driver_branch == DEBIAN_DISTRO_BRANCH
             return "debian" if fits_debian and wanted else "cuda-repo"
         raise PlanError(host, "driver_source", f"no driver source known for {facts.os.id}")
     if requested == "ubuntu" and facts.os.id != "ubuntu":
@@ -325,14 +386,16 @@ def _driver_packages(
     open_suffix = "-open" if flavour == "open" else ""
     if source == "ubuntu":
         name = f"{number}{'-server' if settings.driver_server else ''}{open_suffix}"
+        driver = f"nvidia-driver-{name}"
         if settings.driver_dkms:
             modules = f"nvidia-dkms-{name}"
-            pre: tuple[str, ...] = _ubuntu_headers(facts)
-        else:
-            modules = f"linux-modules-nvidia-{name}-{ubuntu_kernel_flavour(facts)}"
-            pre = ()
-        driver = f"nvidia-driver-{name}"
-        return pre, (modules, driver), (modules, driver)
+            return _ubuntu_headers(facts), (modules, driver), (modules, driver)
+        # Canonical's prebuilt modules meta depends on the module package of one kernel ABI:
+        # held alone, a new kernel would boot without an nvidia module.
+        modules = f"linux-modules-nvidia-{name}-{ubuntu_kernel_flavour(facts)}"
+        if not settings.driver_hold_kernel:
+            return (), (modules, driver), ()
+        return (), (modules, driver), (modules, driver, *ubuntu_kernel_metas(facts))
     headers = ("linux-headers-amd64",) if facts.os.id == "debian" else _ubuntu_headers(facts)
     if source == "debian":
         if flavour == "open":
@@ -374,36 +437,59 @@ def _toolkit_driver(
 def plan_toolkit(
     host: str, facts: HostFacts, settings: Settings, driver: DriverPlan
 ) -> ToolkitPlan:
-    """The CUDA toolkit release the driver runs, pinned to the exact update."""
+    """The CUDA toolkit release the driver runs and NVIDIA's repository carries, pinned."""
     if settings.cuda_toolkit == "none":
         return ToolkitPlan(reason="cuda_toolkit is none")
-    if _repo_distro(facts) is None:
+    repo = _repo_distro(facts)
+    if repo is None:
         return ToolkitPlan(reason=f"NVIDIA has no CUDA repository for {platform_of(facts)}")
     version, platform, origin = _toolkit_driver(facts, driver)
     caps = [f.last_cuda_major for f in _families(facts) if f.last_cuda_major is not None]
     max_major = min(caps) if caps else None
-    if version is None:
-        if settings.cuda_toolkit == "auto":
-            return ToolkitPlan(reason="no NVIDIA driver to run a toolkit; pin cuda_toolkit to "
-                               "install one anyway")
-        row = find_release(settings.cuda_toolkit)
-        pinned = Toolkit(row.version, row.linux_min, "linux")
-        return _toolkit_plan(pinned, f"pinned {settings.cuda_toolkit}; no driver here to check")
     try:
+        if version is None:
+            if settings.cuda_toolkit == "auto":
+                return ToolkitPlan(reason="no NVIDIA driver to run a toolkit; pin cuda_toolkit "
+                                   "to install one anyway")
+            row = find_release(settings.cuda_toolkit)
+            pinned = check_pinned_toolkit(settings.cuda_toolkit, row.linux_min, "linux",
+                                          repo=repo)
+            return _toolkit_plan(pinned, f"pinned {settings.cuda_toolkit}; no driver here to "
+                                 "check")
         if settings.cuda_toolkit == "auto":
-            toolkit = choose_toolkit(version, platform, max_major)
+            toolkit = choose_toolkit(version, platform, max_major, repo)
             capped = f", CUDA {max_major}.x for these GPUs" if max_major else ""
-            return _toolkit_plan(toolkit, f"newest release {origin} runs{capped}")
-        toolkit = check_pinned_toolkit(settings.cuda_toolkit, version, platform, max_major)
+            return _toolkit_plan(toolkit, f"newest release {origin} runs and {repo} "
+                                 f"carries{capped}")
+        toolkit = check_pinned_toolkit(settings.cuda_toolkit, version, platform, max_major, repo)
+    except NotInRepository as error:
+        if settings.cuda_toolkit != "auto":
+            raise PlanError(host, "cuda_toolkit", str(error)) from None
+        return ToolkitPlan(reason=f"no toolkit: {error}; {_toolkit_ways_out(repo)}")
     except CompatError as error:
         raise PlanError(host, "cuda_toolkit", str(error)) from None
     return _toolkit_plan(toolkit, f"pinned; {origin} meets its minimum {toolkit.min_driver}")
 
 
+def _toolkit_ways_out(repo: str) -> str:
+    """What a host whose driver is older than its repository's toolkits can do instead."""
+    debian = ("; or Debian's own nvidia-cuda-toolkit (11.8, non-free), installed by you"
+              if repo == "debian12" else "")
+    return (f"ways out: a newer driver_branch (CUDA {REPO_FIRST_TOOLKIT[repo]} and newer; "
+            f"on Debian with driver_source: cuda-repo){debian}; or cuda_toolkit: none to say "
+            "no toolkit is wanted")
+
+
 def _toolkit_plan(toolkit: Toolkit, reason: str) -> ToolkitPlan:
+    # The pin holds cuda-toolkit-X-Y at this update; its parts (cuda-nvcc-X-Y, libcublas-X-Y,
+    # ...) carry their own version numbers and are required with ">=", so apt brings the newest
+    # X.Y update's. They stay inside X.Y (their names say so), which the driver runs under
+    # minor-version compatibility (https://docs.nvidia.com/deploy/cuda-compatibility/).
+    scope = (f"pinned to the {toolkit.major_minor} minor release: {toolkit.package} stays at "
+             f"{toolkit.version}, its parts follow the newest {toolkit.major_minor} update")
     return ToolkitPlan(
         version=toolkit.version, package=toolkit.package, apt_version=toolkit.apt_version,
-        prefix=toolkit.prefix, min_driver=toolkit.min_driver, reason=reason,
+        prefix=toolkit.prefix, min_driver=toolkit.min_driver, reason=f"{reason}; {scope}",
     )
 
 
@@ -430,19 +516,50 @@ def plan_ollama(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Oll
     )
 
 
+def stale_driver(facts: HostFacts) -> str | None:
+    """Why the running kernel module is not the installed driver, or None when it is.
+
+    nvidia-smi exits 18 ("Driver/library version mismatch") when apt replaced the libraries
+    under a loaded older module, and 9 when no module is loaded although the driver's tools
+    are installed (a new kernel without its module package, a module never loaded).
+    """
+    if facts.wsl or not facts.pci_gpus:
+        # Without a GPU on the bus no module binds anything: a reboot would change nothing.
+        return None
+    smi = facts.smi
+    loaded = facts.loaded_driver_version
+    library = facts.driver_library_version
+    if smi.exit_code == 18 or "version mismatch" in smi.message.lower():
+        versions = (f" (module {loaded or 'unknown'}, library {library or 'unknown'})"
+                    if loaded or library else "")
+        return (f"the loaded nvidia module is not the installed driver{versions}: nvidia-smi "
+                "fails with Driver/library version mismatch until a reboot loads the new module")
+    if smi.exit_code == 9 and loaded is None:
+        installed = f" {library}" if library else ""
+        return (f"the driver{installed} is installed but no nvidia module is loaded: a reboot "
+                "loads it (if it still does not, the post-reboot check says why)")
+    return None
+
+
 def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> RebootPlan:
-    """A reboot only when the driver changes or the host asks, and only where allowed."""
+    """A reboot only when the driver changes, the host asks or the running module is stale,
+    and only where allowed."""
     if facts.wsl:
         return RebootPlan(may_be_needed=False, allowed=False,
                           reason="WSL2 is never rebooted by gpulab; use `wsl --shutdown`")
-    needed = (driver.source is not None and driver.changes) or facts.reboot_required
+    stale = stale_driver(facts)
+    needed = (driver.source is not None and driver.changes) or facts.reboot_required or bool(stale)
     if not needed:
         return RebootPlan(may_be_needed=False, allowed=settings.reboot_allowed,
                           reason="no driver change and no reboot required")
-    why = "the driver changes" if driver.changes and driver.source else "the host requires one"
+    if stale:
+        why = stale
+    else:
+        why = "the driver changes" if driver.changes and driver.source else "the host requires one"
     if settings.reboot_allowed:
-        return RebootPlan(may_be_needed=True, allowed=True, reason=f"{why}: rebooted by gpulab")
-    return RebootPlan(may_be_needed=True, allowed=False,
+        return RebootPlan(may_be_needed=True, allowed=True, driver_stale=bool(stale),
+                          reason=f"{why}: rebooted by gpulab")
+    return RebootPlan(may_be_needed=True, allowed=False, driver_stale=bool(stale),
                       reason=f"{why}: reboot it yourself (or set reboot_allowed: true)")
 
 

@@ -164,6 +164,13 @@ def _no_driver(subject: Subject) -> str | None:
     return None if driver.source and driver.branch else f"no driver planned: {driver.reason}"
 
 
+def _no_driver_held(subject: Subject) -> str | None:
+    """Why no hold is expected: no driver, or a route the plan holds nothing on
+    (``driver_hold_kernel: false``, whose reason the plan states)."""
+    driver = subject.plan.driver
+    return _no_driver(subject) or (None if driver.held else f"nothing held: {driver.reason}")
+
+
 def _no_gpu(subject: Subject) -> str | None:
     return None if subject.has_gpu else "no NVIDIA GPU on this host"
 
@@ -204,6 +211,7 @@ def _toolkit_not_linked(subject: Subject) -> str | None:
 
 _wsl_only = _only_if(_not_wsl)
 _driver_installed = _only_if(_no_driver)
+_driver_held = _only_if(_no_driver_held)
 _gpu_present = _only_if(_no_gpu)
 _linux_driver_gpu = _only_if(_no_linux_driver_gpu)
 _toolkit_planned = _only_if(_no_toolkit)
@@ -241,7 +249,7 @@ def probe_driver_packages(subject: Subject) -> Outcome:
                                         driver.branch, driver.flavour)
 
 
-@_driver_installed
+@_driver_held
 def probe_driver_held(subject: Subject) -> Outcome:
     held = checks.parse_showhold(subject.host.run("apt-mark showhold").stdout)
     return checks.check_held(subject.plan.driver.held, held)
@@ -254,7 +262,7 @@ def probe_branch_pin(subject: Subject) -> Outcome:
                                    BRANCH_PIN)
 
 
-@_driver_installed
+@_driver_held
 def probe_blacklist(subject: Subject) -> Outcome:
     patterns = blacklist_patterns(subject.plan.driver.held)
     return checks.check_blacklist(subject.text(BLACKLIST_CONF), patterns, BLACKLIST_CONF)

@@ -38,7 +38,8 @@ def _inventory(tmp: Path, rootfs: Rootfs) -> tuple[Path, str]:
     facts_file = tmp / "facts-chroot-gtx1650.json"
     facts_file.write_text(json.dumps(facts, indent=2))
     name = f"@chroot{rootfs.path}"
-    data = {"gpulab_stand_in_facts": str(facts_file)}
+    # Debian's own route is asked for: the default on Debian 12 is NVIDIA's repository.
+    data = {"gpulab_stand_in_facts": str(facts_file), "driver_source": "debian"}
     inventory = tmp / "inventory_chroot.py"
     inventory.write_text(f"chroot = [({name!r}, {data!r})]\n")
     return inventory, name

@@ -116,7 +116,8 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     # branch pin although the repository's newest is 590), held and blacklisted.
     assert "Pin: version 580.*" in lab.sh("cat /etc/apt/preferences.d/gpulab-nvidia-driver-branch")
     assert lab.sh("cat /usr/lib/nvidia-stub/version") == "580.95.05\n"
-    assert lab.sh("apt-mark showhold").split() == ["nvidia-open-580"]
+    # the meta and every installed package of its branch (the stand-in's nvidia-driver)
+    assert lab.sh("apt-mark showhold").split() == ["nvidia-driver", "nvidia-open-580"]
     assert '"^nvidia-open-580$";' in lab.sh("cat /etc/apt/apt.conf.d/51gpulab-nvidia-blacklist")
 
     # Toolkit 13.0.0 although 13.0.2 is in the repository: the 1001 pin.

@@ -29,6 +29,10 @@ INSTALL = (
 TOOLKIT_INSTALL = INSTALL + "--allow-downgrades "
 FORBIDDEN_CUDA = re.compile(r"\s(cuda|cuda-\d+-\d+|cuda-drivers(-\d+)?|cuda-runtime-\S+)(\s|$)")
 DRIVER_WORDS = ("nvidia-driver", "nvidia-open", "cuda-drivers", "nvidia-dkms", "linux-modules")
+KERNEL_METAS = ["linux-generic", "linux-image-generic", "linux-headers-generic"]
+SET_QUERY = ("dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' 2>/dev/null | "
+             "awk '$1 == \"ii\" && $3 ~ /^580[.]/ && $2 ~ /^(lib)?nvidia-|^cuda-drivers"
+             "|^xserver-xorg-video-nvidia|^firmware-nvidia/ { print $2 }'")
 
 
 def stack() -> None:
@@ -91,11 +95,14 @@ def test_ubuntu2204_rtx3070_gets_prebuilt_signed_open_580_and_cuda_13_0() -> Non
     driver = ["linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open"]
     # Secure Boot is on: Canonical's signed prebuilt modules, no DKMS, no headers.
     assert installs(planned)[0] == INSTALL + " ".join(driver)
-    assert "linux-headers" not in planned.text and "nvidia-dkms" not in planned.text
-    held_and_blacklisted(planned, driver)
+    assert not any("linux-headers" in line for line in installs(planned))
+    assert "nvidia-dkms" not in planned.text
+    # The modules meta is built for one kernel ABI: the kernel flavour metas are held with it.
+    held_and_blacklisted(planned, driver + KERNEL_METAS)
     # The driver comes from Ubuntu's archive: the NVIDIA repository only for the toolkit.
     assert planned.names().index("NVIDIA driver | hold linux-modules-nvidia-580-open-generic "
-                                 "nvidia-driver-580-open") < planned.names().index(
+                                 "nvidia-driver-580-open linux-generic linux-image-generic "
+                                 "linux-headers-generic") < planned.names().index(
         next(n for n in planned.names() if "cuda-keyring from" in n))
     toolkit_ops(planned, "13.0.0", "cuda-toolkit-13-0", "ubuntu2204")
     assert installs(planned)[-1] == TOOLKIT_INSTALL + "cuda-toolkit-13-0"
@@ -122,7 +129,7 @@ def test_ubuntu2404_rtx5090_gets_open_modules() -> None:
     driver = ["linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open"]
     assert installs(planned)[0] == INSTALL + " ".join(driver)
     assert "Blackwell GPU: branch 580 open from ubuntu" in planned.op("NVIDIA driver: ").name
-    held_and_blacklisted(planned, driver)
+    held_and_blacklisted(planned, driver + KERNEL_METAS)
     toolkit_ops(planned, "13.0.0", "cuda-toolkit-13-0", "ubuntu2404")
 
 
@@ -190,8 +197,19 @@ DEBIAN_SOURCES = {
 }
 
 
-def test_debian12_gtx1650_gets_non_free_nvidia_driver() -> None:
-    planned = plan_deploy(stack, "debian12-gtx1650.json", {},
+def test_debian12_gtx1650_default_gets_nvidias_580_and_cuda_13_0_from_debian12() -> None:
+    planned = run("debian12-gtx1650.json")
+    assert installs(planned)[:2] == [INSTALL + "linux-headers-amd64", INSTALL + "nvidia-open-580"]
+    held_and_blacklisted(planned, ["nvidia-open-580"])
+    # nvidia-open-580 depends with ">=" on nvidia-driver, nvidia-kernel-dkms...: all held.
+    assert planned.op("hold every installed package of branch 580").commands == (
+        f'names=$({SET_QUERY}); [ -z "$names" ] || apt-mark hold $names',
+    )
+    toolkit_ops(planned, "13.0.0", "cuda-toolkit-13-0", "debian12")
+
+
+def test_debian12_gtx1650_debians_own_driver_gets_no_toolkit() -> None:
+    planned = plan_deploy(stack, "debian12-gtx1650.json", {"driver_source": "debian"},
                           fake_responses={"for f in /etc/apt/sources.list": DEBIAN_SOURCES[
                               "/etc/apt/sources.list"].splitlines()})
     sources = planned.op("Debian sources: main contrib non-free non-free-firmware").text
@@ -206,11 +224,13 @@ def test_debian12_gtx1650_gets_non_free_nvidia_driver() -> None:
     assert planned.op("apt lists for the added components").commands == ("apt-get update",)
     assert installs(planned)[:2] == [INSTALL + "linux-headers-amd64", INSTALL + "nvidia-driver"]
     held_and_blacklisted(planned, ["nvidia-driver", "nvidia-kernel-dkms"])
-    # NVIDIA's debian12 repo (added for the toolkit) carries nvidia-driver 580+: pinned out.
     pin = planned.op("apt pin: NVIDIA driver packages stay in branch 535").text
     assert "Package: nvidia-* libnvidia-*" in pin and "Pin: version 535.*" in pin
-    # Debian's 535 driver runs CUDA 12.2 natively: NVIDIA's debian12 repository for it.
-    toolkit_ops(planned, "12.2.0", "cuda-toolkit-12-2", "debian12")
+    # Debian's 535 runs CUDA 12.2 at most; NVIDIA's debian12 repository starts at 12.3.
+    none = planned.op("CUDA toolkit: none")
+    assert none.commands == ()
+    assert "debian12 repository starts at CUDA 12.3" in none.name
+    assert "cuda-keyring" not in planned.text
 
 
 def test_ubuntu2404_pascal_is_capped_at_580_proprietary() -> None:
@@ -218,7 +238,7 @@ def test_ubuntu2404_pascal_is_capped_at_580_proprietary() -> None:
     driver = ["linux-modules-nvidia-580-generic", "nvidia-driver-580"]
     assert installs(planned)[0] == INSTALL + " ".join(driver)
     assert "-open" not in installs(planned)[0]
-    held_and_blacklisted(planned, driver)
+    held_and_blacklisted(planned, driver + KERNEL_METAS)
     # CUDA 13 dropped Pascal: the newest 12.x that branch 580 runs.
     toolkit_ops(planned, "12.9.1", "cuda-toolkit-12-9", "ubuntu2404")
     assert "13-0" not in planned.text
@@ -247,7 +267,9 @@ def test_driver_upgrade_lifts_the_hold_upgrades_and_holds_again() -> None:
                           fake_responses={"apt list --upgradable": [
                               "nvidia-driver-580-open/noble-updates 580.173.02-0ubuntu0.24.04.1 "
                               "amd64 [upgradable from: 580.95.05-0ubuntu0.24.04.2]"]})
-    names = "linux-modules-nvidia-580-open-generic nvidia-driver-580-open"
+    # kernel, modules and driver move together
+    names = ("linux-modules-nvidia-580-open-generic nvidia-driver-580-open linux-generic "
+             "linux-image-generic linux-headers-generic")
     # held again whatever the upgrade's outcome
     assert planned.op("driver_upgrade: newest 580 release").commands == (
         f"apt-mark unhold {names} && {{ {INSTALL}--only-upgrade {names}; status=$?; "
@@ -300,3 +322,69 @@ def test_driver_and_toolkit_share_one_repository_setup() -> None:
     assert sum("cuda-keyring (NVIDIA's signing key)" in name for name in names) == 1
     # the toolkit's own list refresh stays, for a toolkit the first refresh did not cover
     assert "CUDA toolkit | apt lists for NVIDIA's repository" in names
+
+
+def test_kernel_hold_opt_out_holds_nothing_and_drops_the_blacklist() -> None:
+    planned = run("ubuntu2404-rtx5090.json", driver_hold_kernel=False)
+    assert installs(planned)[0] == INSTALL + (
+        "linux-modules-nvidia-580-open-generic nvidia-driver-580-open")
+    assert not any(name.endswith(tuple(f"| hold {n}" for n in KERNEL_METAS))
+                   for name in planned.names())
+    assert "apt-mark hold" not in planned.text
+    dropped = planned.op("nothing held: no unattended-upgrades blacklist")
+    assert "driver_hold_kernel: false" in dropped.name
+    assert "unattended-upgrades leaves the driver alone" not in " ".join(planned.names())
+
+
+def test_kernel_hold_is_released_when_the_policy_is_turned_off() -> None:
+    planned = plan_deploy(stack, "ubuntu2404-rtx5090.json", {"driver_hold_kernel": False},
+                          fake_responses={"apt-mark showhold": [
+                              "linux-generic", "linux-image-generic", "linux-headers-generic",
+                              "linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open"]})
+    assert planned.op("release holds of other driver branches").commands == (
+        "apt-mark unhold linux-generic linux-headers-generic linux-image-generic "
+        "linux-modules-nvidia-580-open-generic nvidia-driver-580-open",
+    )
+
+
+def test_nvidia_repo_driver_upgrade_moves_and_reholds_the_whole_branch() -> None:
+    planned = plan_deploy(stack, "ubuntu2404-rtx5090.json",
+                          {"driver_source": "cuda-repo", "driver_upgrade": True},
+                          fake_responses={"apt list --upgradable": [
+                              "nvidia-open-580/ubuntu2404 580.126.20-1 amd64 "
+                              "[upgradable from: 580.95.05-1]"]})
+    names = f"nvidia-open-580 $({SET_QUERY})"
+    assert planned.op("driver_upgrade: newest 580 release").commands == (
+        f"apt-mark unhold {names} && {{ {INSTALL}--only-upgrade {names}; status=$?; "
+        f"apt-mark hold {names}; exit $status; }}",
+    )
+
+
+def test_nvidia_repo_set_already_held_changes_nothing() -> None:
+    installed = [f"ii  {name}  {version}  amd64  -" for name, version in (
+        ("nvidia-open-580", "580.95.05-1"), ("nvidia-driver", "580.95.05-1"),
+        ("nvidia-kernel-dkms", "580.95.05-1"), ("linux-headers-6.8.0-90-generic", "6.8.0-90.91"),
+        ("linux-headers-generic", "6.8.0-90.91"),
+        # not the driver's: another version line, never held by gpulab
+        ("nvidia-container-toolkit", "1.17.8-1"))]
+    planned = plan_deploy(stack, "ubuntu2404-rtx5090.json", {"driver_source": "cuda-repo"},
+                          fake_responses={
+                              "dpkg -l": installed,
+                              "apt-mark showhold": ["nvidia-open-580", "nvidia-driver",
+                                                    "nvidia-kernel-dkms"]})
+    assert planned.op("hold every installed package of branch 580").commands == ()
+
+
+def test_nvml_mismatch_morning_is_rebooted_and_checked_or_said_plainly() -> None:
+    facts = "ubuntu2404-rtx3070-580-nvml-mismatch.json"
+    # the same branch is installed: no driver change, yet the running module is stale
+    reboot = run(facts, reboot_allowed=True).op("reboot for the driver")
+    assert "(module 580.82.07, library 580.95.05)" in reboot.name
+    assert "( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &" in reboot.text
+    left = run(facts).op("reboot: left to you").name
+    assert "Driver/library version mismatch" in left and "library 580.95.05" in left
+
+
+def test_wsl2_refusal_pin_keeps_linux_libcuda_out() -> None:
+    refuse = run("wsl2-566.json").op("WSL2: apt refuses Linux driver packages").text
+    assert "|libnvidia-compute(-.*)?|nvidia-utils(-.*)?)$/" in refuse

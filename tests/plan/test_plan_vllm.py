@@ -100,7 +100,8 @@ def test_ubuntu_2404_rtx4090_580_gets_the_default_cuda13_wheel_beside_ollama() -
 
 
 def test_ubuntu_2204_rtx4090_550_gets_the_cuda_12_9_variant_index() -> None:
-    vllm = _plan("ubuntu2204-rtx4090-550.json", driver_branch=550, ollama_state="absent",
+    vllm = _plan("ubuntu2204-rtx4090-550.json", driver_branch=550, driver_source="cuda-repo",
+                 ollama_state="absent",
                  vllm_pip_index_url="http://10.0.0.5:3141/root/pypi/+simple").vllm
     assert vllm.requirement == "vllm==0.26.0+cu129" and vllm.wheel_index == "variant"
     assert vllm.extra_index_urls == ("https://wheels.vllm.ai/0.26.0/cu129",
@@ -113,7 +114,8 @@ def test_ubuntu_2204_rtx4090_550_gets_the_cuda_12_9_variant_index() -> None:
 
 
 def test_older_release_pin_follows_its_own_row() -> None:
-    vllm = _plan("ubuntu2204-rtx4090-550.json", driver_branch=550, vllm_version="0.9.0").vllm
+    vllm = _plan("ubuntu2204-rtx4090-550.json", driver_branch=550, driver_source="cuda-repo",
+                 vllm_version="0.9.0").vllm
     assert (vllm.requirement, vllm.torch, vllm.wheel_cuda) == ("vllm==0.9.0", "2.7.0", "12.8")
 
 

@@ -55,7 +55,8 @@ def test_default_wheel_venv_model_and_unit_on_a_580_host() -> None:
 
 def test_variant_index_mirror_hub_and_proxy_on_a_550_host() -> None:
     planned = _plan("ubuntu2204-rtx4090-550.json", {
-        "driver_branch": 550, "vllm_pip_index_url": "http://10.0.0.5:3141/simple",
+        "driver_branch": 550, "driver_source": "cuda-repo",
+        "vllm_pip_index_url": "http://10.0.0.5:3141/simple",
         "vllm_hub": "modelscope", "https_proxy": "http://10.0.0.5:3128",
         "vllm_hf_endpoint": "http://10.0.0.5:8090",
     })

@@ -57,6 +57,10 @@ def test_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     lines = out.splitlines()
     assert "a: driver_branch: driver branch 581 is unknown" in lines[0]
     assert "b: ollama_hots: unknown gpulab key; did you mean ollama_host?" in lines
+    pin = _inventory(tmp_path, 'hosts = [("c", {"driver_branch": 535, "cuda_toolkit": "13.0"})]\n',
+                     "pin")
+    code, out, _ = _run(capsys, "check", pin)
+    assert code == 1 and out.startswith("c: cuda_toolkit: driver_branch 535: CUDA 13.0.2 needs")
     code, out, _ = _run(capsys, "check", bad, "--json")
     assert code == 1 and json.loads(out)["valid"] is False
 
@@ -120,7 +124,7 @@ def test_plan_shows_the_vllm_wheel_and_memory(
 ) -> None:
     inventory = _inventory(tmp_path, (
         'hosts = [("lab-jammy-4090", {"vllm_enabled": True, "driver_branch": 550, '
-        '"vllm_model": "Qwen/Qwen2.5-7B-Instruct"})]\n'
+        '"driver_source": "cuda-repo", "vllm_model": "Qwen/Qwen2.5-7B-Instruct"})]\n'
     ))
     code, out, _ = _run(capsys, "plan", inventory, "--facts",
                         str(FACTS / "ubuntu2204-rtx4090-550.json"))

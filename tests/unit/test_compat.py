@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from gpulab.compat.cuda import (
     CompatError,
+    NotInRepository,
     check_pinned_toolkit,
     choose_toolkit,
     find_release,
     minor_version_floor,
+    repo_carries,
 )
 from gpulab.compat.gpus import (
     GpuRuleError,
@@ -21,8 +25,11 @@ from gpulab.compat.gpus import (
     family_of_pci,
     newest_branch_for,
 )
-from gpulab.compat.tables import CUDA_TOOLKITS, ToolkitRow
+from gpulab.compat.tables import CUDA_TOOLKITS, DEVICE_ID_RANGES, ToolkitRow
 from gpulab.compat.versions import VersionError, parse_version
+from gpulab.facts.nvidia import parse_nvidia_smi_query
+from gpulab.facts.pci import parse_lspci_nn
+from tests.recorded import recorded
 
 pytestmark = pytest.mark.unit
 
@@ -135,6 +142,27 @@ def test_find_release() -> None:
         find_release("12.7")
 
 
+@pytest.mark.parametrize(
+    ("repo", "first"),
+    [("ubuntu2204", "11.8.0"), ("ubuntu2404", "12.5.0"), ("debian12", "12.3.0"),
+     ("wsl-ubuntu", "11.8.0")],
+)
+def test_each_repository_carries_releases_from_its_first(repo: str, first: str) -> None:
+    carried = [row.version for row in CUDA_TOOLKITS if repo_carries(repo, row.version)]
+    assert carried[-1] == first and carried[0] == CUDA_TOOLKITS[0].version
+
+
+def test_the_choice_is_what_the_driver_runs_and_the_repository_has() -> None:
+    assert choose_toolkit("550.54.14", repo="ubuntu2204").version == "12.4.0"
+    with pytest.raises(NotInRepository, match=r"ubuntu2404 repository starts at CUDA 12\.5"):
+        choose_toolkit("550.54.14", repo="ubuntu2404")
+    with pytest.raises(NotInRepository, match=r"debian12 repository starts at CUDA 12\.3"):
+        choose_toolkit("535.54.03", repo="debian12")
+    assert choose_toolkit("580.65.06", repo="debian12").version == "13.0.0"
+    with pytest.raises(NotInRepository, match=r"has no CUDA 12\.4\.1"):
+        check_pinned_toolkit("12.4", "580.65.06", "linux", repo="ubuntu2404")
+
+
 def test_minor_version_floors() -> None:
     assert minor_version_floor(12, "linux") == "525.60.13"
     assert minor_version_floor(12, "windows") == "527.41"
@@ -184,6 +212,51 @@ def test_family_of_pci(device_id: str, lspci_name: str, family: str) -> None:
     ],
 )
 def test_family_of_name(name: str, family: str) -> None:
+    found = family_of_name(name)
+    assert found is not None and found.name == family
+
+
+@pytest.mark.parametrize(
+    ("device_id", "family"), [("15f8", "Pascal"), ("17c2", "Maxwell")],
+)
+def test_recorded_lspci_lines_get_their_family(device_id: str, family: str) -> None:
+    gpus = {gpu.device_id: gpu for gpu in parse_lspci_nn(recorded("lspci-p100-titanx.txt"))}
+    gpu = gpus[device_id]
+    # by the chip name (GP100GL: a two-letter board suffix), and by the id alone
+    assert (found := family_of_pci(gpu.device_id, gpu.name)) and found.name == family
+    assert (by_id := family_of_pci(gpu.device_id)) and by_id.name == family
+
+
+def test_chip_names_with_board_suffixes() -> None:
+    # lspci text quoted in a public workstation log: "TU104GL [Quadro RTX 5000] [10de:1eb0]"
+    for chip, family in (("TU104GL [Quadro RTX 5000]", "Turing"),
+                         ("GP100GL [Tesla P100 PCIe 16GB]", "Pascal"),
+                         ("GK110BGL [Tesla K40c]", "Kepler"), ("GB10 [NVIDIA GB10]", "Blackwell")):
+        # device id 0001 matches no range: only the chip name can decide
+        assert (found := family_of_pci("0001", chip)) and found.name == family, chip
+
+
+def test_device_id_ranges_do_not_overlap() -> None:
+    spans = sorted((low, high) for low, high, _ in DEVICE_ID_RANGES)
+    for (_, high), (low, _) in itertools.pairwise(spans):
+        assert high < low
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        # nvidia-smi's GPU name as public logs print it
+        (parse_nvidia_smi_query(recorded("smi-query-rtx5000-ada.txt"), 0).gpus[0].name, "Ada"),
+        ("Quadro RTX 5000", "Turing"),  # TensorFlow's device log on a Quadro RTX 5000
+        ("NVIDIA GB10", "Blackwell"),  # DGX Spark notes: "NVIDIA GB10, sm_121a"
+        ("GeForce GTX TITAN X", "Maxwell"),
+        ("NVIDIA TITAN Xp", "Pascal"),
+        ("NVIDIA TITAN X (Pascal)", "Pascal"),
+        ("NVIDIA GeForce RTX 5060 Laptop GPU", "Blackwell"),
+        ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "Blackwell"),
+    ],
+)
+def test_names_that_look_alike(name: str, family: str) -> None:
     found = family_of_name(name)
     assert found is not None and found.name == family
 

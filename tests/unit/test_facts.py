@@ -36,6 +36,7 @@ from gpulab.facts.model import (
 from gpulab.facts.models import OllamaModelStore
 from gpulab.facts.nvidia import (
     WSL_NVIDIA_SMI,
+    DriverLibraryVersion,
     LoadedDriverVersion,
     NvidiaSmi,
     parse_nvidia_module_version,
@@ -477,6 +478,15 @@ def test_loaded_driver_version_fact() -> None:
     assert parse_nvidia_module_version("") is None
 
 
+def test_driver_library_version_fact() -> None:
+    # `ls` of the NVML library: the versioned file names the installed driver.
+    listing = ["/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+               "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.95.05"]
+    assert DriverLibraryVersion().process(listing) == "580.95.05"
+    assert DriverLibraryVersion().process([]) is None
+    assert DriverLibraryVersion.default() is None
+
+
 @pytest.mark.parametrize(
     ("name", "version"),
     [
@@ -641,6 +651,7 @@ def _bare_metal_values() -> dict[type[FactBase[Any]], Any]:
         NvidiaPciDevices: parse_lspci_nn(recorded("lspci-3080-5090-mixed-truncated.txt")),
         NvidiaSmi: SmiStatus(exit_code=9, message=NOT_LOADED),
         LoadedDriverVersion: None,
+        DriverLibraryVersion: "580.95.05",
         CudaToolkits: (CudaToolkit(path="/usr/local/cuda-12.8", version="12.8.1"),),
         MemoryMib: 64008,
         OllamaModelStore: ModelStoreFacts(),
@@ -667,6 +678,7 @@ def test_gather_host_facts_bare_metal() -> None:
         ),
         smi=SmiStatus(exit_code=9, message=NOT_LOADED),
         loaded_driver_version=None,
+        driver_library_version="580.95.05",
         cuda_toolkits=(CudaToolkit(path="/usr/local/cuda-12.8", version="12.8.1"),),
         reboot_required=False,
         memory_mib=64008,

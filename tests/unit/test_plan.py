@@ -9,6 +9,7 @@ import pytest
 from gpulab.facts.model import HostFacts, OsInfo, PciGpu, SmiGpu, SmiStatus
 from gpulab.plan.host import PlanError, make_plan, ubuntu_kernel_flavour
 from gpulab.settings import parse_settings
+from tests.recorded import recorded
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,10 @@ def test_ubuntu_2204_ampere_gets_canonical_signed_open_modules() -> None:
     assert plan.driver.packages == (
         "linux-modules-nvidia-580-open-generic", "nvidia-driver-580-open",
     )
-    assert plan.driver.held == plan.driver.packages
+    # the kernel flavour metas are held with Canonical's prebuilt modules
+    assert plan.driver.held == (*plan.driver.packages, "linux-generic", "linux-image-generic",
+                                "linux-headers-generic")
+    assert "kernel security updates wait" in plan.driver.reason
     assert not plan.driver.dkms  # prebuilt, Canonical-signed: fine under Secure Boot
     assert (plan.toolkit.version, plan.toolkit.package) == ("13.0.0", "cuda-toolkit-13-0")
     assert plan.toolkit.apt_version == "13.0.0-*"
@@ -58,14 +62,16 @@ def test_hwe_kernel_gets_hwe_module_package() -> None:
 
 def test_ubuntu_server_and_dkms_variants() -> None:
     facts = _facts(NOBLE, "6.8.0-90-generic", RTX3070)
-    server = _plan(facts, driver_server=True, driver_branch=570)
+    server = _plan(facts, driver_server=True, driver_branch=595)
     assert server.driver.packages == (
-        "linux-modules-nvidia-570-server-open-generic", "nvidia-driver-570-server-open",
+        "linux-modules-nvidia-595-server-open-generic", "nvidia-driver-595-server-open",
     )
     dkms = _plan(facts, driver_dkms=True)
     # the running kernel's headers, and the meta that brings the next kernel's
     assert dkms.driver.pre_packages == ("linux-headers-6.8.0-90-generic", "linux-headers-generic")
     assert dkms.driver.packages == ("nvidia-dkms-580-open", "nvidia-driver-580-open")
+    # DKMS rebuilds for each new kernel: the kernel is not held
+    assert dkms.driver.held == dkms.driver.packages
 
 
 def test_ubuntu_2404_blackwell_needs_open_modules() -> None:
@@ -74,7 +80,8 @@ def test_ubuntu_2404_blackwell_needs_open_modules() -> None:
     with pytest.raises(PlanError, match="driver_flavour: Blackwell GPUs need the open"):
         _plan(_facts(NOBLE, "6.8.0-90-generic", RTX5090), driver_flavour="proprietary")
     with pytest.raises(PlanError, match="driver_branch: Blackwell GPUs need branch 570"):
-        _plan(_facts(NOBLE, "6.8.0-90-generic", RTX5090), driver_branch=550)
+        _plan(_facts(NOBLE, "6.8.0-90-generic", RTX5090), driver_branch=550,
+              driver_source="cuda-repo")
 
 
 def test_pascal_is_capped_at_580_proprietary_and_cuda_12() -> None:
@@ -83,7 +90,7 @@ def test_pascal_is_capped_at_580_proprietary_and_cuda_12() -> None:
     assert plan.driver.packages[1] == "nvidia-driver-580"
     assert plan.toolkit.version == "12.9.1"  # CUDA 13 dropped Pascal
     with pytest.raises(PlanError, match="driver_branch: Pascal GPUs are supported up to"):
-        _plan(_facts(NOBLE, "6.8.0-90-generic", GTX1080TI), driver_branch=590)
+        _plan(_facts(NOBLE, "6.8.0-90-generic", GTX1080TI), driver_branch=595)
     with pytest.raises(PlanError, match=r"cuda_toolkit: CUDA 13\.0\.2 does not support"):
         _plan(_facts(NOBLE, "6.8.0-90-generic", GTX1080TI), cuda_toolkit="13.0")
 
@@ -98,8 +105,17 @@ def test_kepler_is_refused() -> None:
         _plan(_facts(NOBLE, "6.8.0-90-generic", GK110))
 
 
-def test_debian_12_turing_gets_debian_nonfree_535() -> None:
+def test_debian_12_turing_gets_nvidias_580_and_a_toolkit_the_repo_carries() -> None:
     plan = _plan(_facts(BOOKWORM, "6.1.0-28-amd64", GTX1650))
+    assert (plan.driver.source, plan.driver.branch, plan.driver.flavour) == (
+        "cuda-repo", 580, "open",
+    )
+    assert plan.driver.packages == ("nvidia-open-580",)
+    assert (plan.toolkit.version, plan.repo and plan.repo.distro) == ("13.0.0", "debian12")
+
+
+def test_debian_12_own_535_gets_no_toolkit_and_the_ways_out() -> None:
+    plan = _plan(_facts(BOOKWORM, "6.1.0-28-amd64", GTX1650), driver_source="debian")
     assert (plan.driver.source, plan.driver.branch, plan.driver.flavour) == (
         "debian", 535, "proprietary",
     )
@@ -107,7 +123,72 @@ def test_debian_12_turing_gets_debian_nonfree_535() -> None:
     assert plan.driver.packages == ("nvidia-driver",)
     assert plan.driver.dkms
     assert plan.debian_components == ("main", "contrib", "non-free", "non-free-firmware")
-    assert (plan.toolkit.version, plan.repo and plan.repo.distro) == ("12.2.0", "debian12")
+    # Branch 535 runs CUDA 12.2 at most; NVIDIA's debian12 repository starts at 12.3.
+    assert plan.toolkit.version is None and plan.repo is None
+    assert "debian12 repository starts at CUDA 12.3" in plan.toolkit.reason
+    assert "nvidia-cuda-toolkit" in plan.toolkit.reason
+    assert "cuda_toolkit: none" in plan.toolkit.reason
+    with pytest.raises(PlanError, match=r"cuda_toolkit: NVIDIA's debian12 repository has no "
+                                        r"CUDA 12\.2\.2"):
+        _plan(_facts(BOOKWORM, "6.1.0-28-amd64", GTX1650), driver_source="debian",
+              cuda_toolkit="12.2")
+
+
+@pytest.mark.parametrize("branch", [535, 550])
+def test_ubuntu2404_repo_starts_at_12_5(branch: int) -> None:
+    facts = _facts(NOBLE, "6.8.0-90-generic", RTX3070)
+    plan = _plan(facts, driver_source="cuda-repo", driver_branch=branch)
+    assert plan.toolkit.version is None
+    assert "ubuntu2404 repository starts at CUDA 12.5" in plan.toolkit.reason
+    # the same branch on 22.04, whose repository has every release gpulab offers
+    jammy = _plan(_facts(JAMMY, "5.15.0-161-generic", RTX3070), driver_source="cuda-repo",
+                  driver_branch=branch)
+    assert jammy.toolkit.version == {535: "12.2.0", 550: "12.4.0"}[branch]
+
+
+@pytest.mark.parametrize(
+    ("branch", "words"),
+    [
+        (590, "carries branch 590 only as a transitional package that installs 595: set "
+              "driver_branch: 595"),
+        (570, "transitional package that installs 580"),
+        (535, "transitional package that installs 580"),
+        (560, "archive has no driver branch 560"),
+        (610, "archive has no driver branch 610"),
+    ],
+)
+def test_ubuntu_branches_the_archive_does_not_carry_are_refused(branch: int, words: str) -> None:
+    for release, kernel in ((JAMMY, "5.15.0-161-generic"), (NOBLE, "6.8.0-90-generic")):
+        with pytest.raises(PlanError, match="driver_branch: ") as error:
+            _plan(_facts(release, kernel, RTX3070), driver_branch=branch)
+        assert words in str(error.value) and "driver_source: cuda-repo" in str(error.value)
+    # NVIDIA's repository has them under their own names
+    assert _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070), driver_branch=branch,
+                 driver_source="cuda-repo").driver.branch == branch
+
+
+def test_kernel_hold_opt_out_holds_nothing_and_says_so() -> None:
+    plan = _plan(_facts(JAMMY, "6.8.0-52-generic", RTX3070), driver_hold_kernel=False)
+    assert plan.driver.packages == ("linux-modules-nvidia-580-open-generic-hwe-22.04",
+                                    "nvidia-driver-580-open")
+    assert plan.driver.held == ()
+    assert "nothing held (driver_hold_kernel: false)" in plan.driver.reason
+    held = _plan(_facts(JAMMY, "6.8.0-52-generic", RTX3070))
+    assert held.driver.held[2:] == ("linux-generic-hwe-22.04", "linux-image-generic-hwe-22.04",
+                                    "linux-headers-generic-hwe-22.04")
+
+
+def test_nvidia_repo_route_holds_the_installed_set() -> None:
+    plan = _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070), driver_source="cuda-repo")
+    assert plan.driver.hold_installed_set
+    assert not _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070)).driver.hold_installed_set
+
+
+def test_toolkit_reason_states_the_pin_is_to_the_minor_release() -> None:
+    plan = _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070))
+    assert plan.toolkit.version == "13.0.0"
+    assert ("pinned to the 13.0 minor release: cuda-toolkit-13-0 stays at 13.0.0, its parts "
+            "follow the newest 13.0 update") in plan.toolkit.reason
 
 
 def test_debian_12_blackwell_goes_to_nvidias_repo() -> None:
@@ -189,10 +270,40 @@ def test_driver_none_keeps_the_installed_driver_for_the_toolkit() -> None:
                        memory_total_mib=8192),)))
     plan = _plan(facts, driver_source="none")
     assert plan.driver.source is None and plan.toolkit.version == "12.6.2"
-    kept = _plan(facts, driver_branch=560)
+    kept = _plan(facts, driver_branch=560, driver_source="cuda-repo")
     assert not kept.driver.changes and not kept.reboot.may_be_needed
     changed = _plan(facts)
     assert changed.driver.changes and "replaces branch 560" in changed.driver.reason
+
+
+NVML_MISMATCH = SmiStatus(exit_code=18, message=recorded("smi-version-mismatch.txt").strip())
+NOT_LOADED = SmiStatus(exit_code=9, message=recorded("smi-driver-not-loaded.txt").strip())
+
+
+def test_nvml_mismatch_needs_a_reboot_and_names_both_versions() -> None:
+    facts = _facts(NOBLE, "6.8.0-90-generic", RTX3070, smi=NVML_MISMATCH,
+                   loaded_driver_version="580.82.07", driver_library_version="580.95.05")
+    plan = _plan(facts)
+    assert not plan.driver.changes  # the same branch: not a driver change
+    assert plan.reboot.may_be_needed and plan.reboot.driver_stale and not plan.reboot.allowed
+    assert "(module 580.82.07, library 580.95.05)" in plan.reboot.reason
+    assert "Driver/library version mismatch" in plan.reboot.reason
+    assert plan.reboot.reason.endswith("reboot it yourself (or set reboot_allowed: true)")
+    assert _plan(facts, reboot_allowed=True).reboot.reason.endswith("rebooted by gpulab")
+
+
+def test_installed_driver_without_a_loaded_module_needs_a_reboot() -> None:
+    facts = _facts(NOBLE, "6.8.0-90-generic", RTX3070, smi=NOT_LOADED,
+                   driver_library_version="580.95.05")
+    plan = _plan(facts, reboot_allowed=True)
+    assert plan.reboot.may_be_needed and plan.reboot.driver_stale
+    assert "driver 580.95.05 is installed but no nvidia module is loaded" in plan.reboot.reason
+
+
+def test_nvidia_smi_without_a_gpu_on_the_bus_is_not_a_stale_driver() -> None:
+    plan = _plan(_facts(NOBLE, "6.8.0-90-generic", smi=NOT_LOADED,
+                        driver_library_version="580.95.05"), reboot_allowed=True)
+    assert not plan.reboot.may_be_needed and not plan.reboot.driver_stale
 
 
 def test_reboot_allowed() -> None:

@@ -55,7 +55,7 @@ def test_cuda_repo_580_and_590_names() -> None:
 
 
 def test_debian_plan_names_the_suite_whose_components_change() -> None:
-    plan = _plan(BOOKWORM, "6.1.0-21-amd64", GTX1650)
+    plan = _plan(BOOKWORM, "6.1.0-21-amd64", GTX1650, driver_source="debian")
     assert plan.debian_components == ("main", "contrib", "non-free", "non-free-firmware")
     assert plan.debian_codename == "bookworm"
     ubuntu = _plan(NOBLE, "6.8.0-90-generic", RTX3070)

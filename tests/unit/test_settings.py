@@ -75,6 +75,10 @@ def test_unknown_gpulab_key_is_named_with_a_suggestion() -> None:
         ({"vllm_port": 0}, "vllm_port", "greater than 0"),
         ({"reboot_batch": 0}, "reboot_batch", "greater than or equal to 1"),
         ({"reboot_allowed": "sometimes"}, "reboot_allowed", "valid boolean"),
+        ({"driver_hold_kernel": "maybe"}, "driver_hold_kernel", "valid boolean"),
+        # the branch's first release is known without facts: `gpulab check` refuses the pin
+        ({"driver_branch": 535, "cuda_toolkit": "13.0"}, "cuda_toolkit",
+         "driver_branch 535: CUDA 13.0.2 needs driver 580.95.05 or newer"),
     ],
 )
 def test_each_bad_value_is_named(data: dict[str, Any], field: str, fragment: str) -> None:

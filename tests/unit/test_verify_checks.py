@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.facts.model import CudaToolkit
+from gpulab.facts.model import CudaToolkit, HostFacts, OsInfo, PciGpu
 from gpulab.facts.nvidia import parse_nvidia_module_version, parse_nvidia_smi_query
 from gpulab.plan.driver import blacklist_patterns
+from gpulab.plan.host import make_plan
+from gpulab.settings import parse_settings
 from gpulab.verify import checks
+from gpulab.verify.probes import Subject, probe_blacklist, probe_driver_held
 
 pytestmark = pytest.mark.unit
 
@@ -333,3 +336,16 @@ def test_readme_troubleshooting_names_every_check() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in CHECK_NAMES if f"| {name} |" not in readme]
     assert not missing, f"README's troubleshooting table lacks {missing}"
+
+
+def test_kernel_hold_opt_out_expects_no_hold_and_no_blacklist() -> None:
+    facts = HostFacts(hostname="pc", os=OsInfo(id="ubuntu", version_id="24.04"),
+                      kernel="6.8.0-90-generic",
+                      pci_gpus=(PciGpu(slot="01:00.0", device_id="2484",
+                                       name="GA104 [GeForce RTX 3070]"),))
+    settings = parse_settings("pc", {"driver_hold_kernel": False})
+    # the n/a path never reaches the host
+    subject = Subject("pc", None, facts, settings, make_plan("pc", facts, settings), "test")
+    for probe in (probe_driver_held, probe_blacklist):
+        outcome = probe(subject)
+        assert outcome.status == "n/a" and "driver_hold_kernel: false" in outcome.message
