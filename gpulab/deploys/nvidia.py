@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Generator
 
-from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.apt import noninteractive_apt
@@ -25,7 +24,7 @@ from gpulab.deploys.apt import held
 from gpulab.deploys.common import gpulab_deploy, missing_packages, say, template
 from gpulab.deploys.context import host_plan, host_run, host_settings
 from gpulab.deploys.nvidia_repo import debian_sources, nvidia_repo
-from gpulab.facts.apt import HeldPackages
+from gpulab.facts.apt import HeldPackages, UpgradablePackages
 from gpulab.plan.driver import (
     DRIVER_HOLD_NAMES,
     DRIVER_SET_NAMES,
@@ -35,25 +34,6 @@ from gpulab.plan.driver import (
 
 BLACKLIST_CONF = "/etc/apt/apt.conf.d/51gpulab-nvidia-blacklist"
 BRANCH_PIN = "/etc/apt/preferences.d/gpulab-nvidia-driver-branch"
-
-
-class UpgradablePackages(FactBase[list[str]]):
-    """Packages with a newer candidate (``apt list --upgradable``), held ones included.
-
-    .. code:: python
-
-        ["cuda-drivers-580", "nvidia-driver"]
-    """
-
-    def command(self) -> str:
-        return "apt list --upgradable 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> list[str]:
-        return sorted({line.split("/", 1)[0] for line in output if "/" in line})
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
 
 
 @operation()

@@ -1,4 +1,4 @@
-"""apt state: held packages and the host's source files."""
+"""apt state: held and upgradable packages, and the host's source files."""
 
 from __future__ import annotations
 
@@ -30,6 +30,25 @@ class HeldPackages(FactBase[list[str]]):
 
     def process(self, output: list[str]) -> list[str]:
         return sorted(line.strip() for line in output if line.strip())
+
+
+class UpgradablePackages(FactBase[list[str]]):
+    """Packages with a newer candidate (``apt list --upgradable``), held ones included.
+
+    .. code:: python
+
+        ["cuda-drivers-580", "nvidia-driver"]
+    """
+
+    def command(self) -> str:
+        return "apt list --upgradable 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted({line.split("/", 1)[0] for line in output if "/" in line})
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
 
 
 class AptSourceFiles(FactBase[dict[str, str]]):
