@@ -251,6 +251,37 @@ def check_modules(loaded: set[str]) -> Outcome:
     return passed("nvidia and nvidia_uvm are loaded")
 
 
+def parse_kernel_modules(text: str) -> dict[str, bool]:
+    """``KERNEL yes|no`` lines (an nvidia module file under ``/lib/modules/KERNEL``).
+
+    >>> parse_kernel_modules("6.8.0-90-generic yes\\n6.8.0-91-generic no\\n")
+    {'6.8.0-90-generic': True, '6.8.0-91-generic': False}
+    """
+    found = {}
+    for line in text.splitlines():
+        kernel, _, answer = line.strip().partition(" ")
+        if kernel:
+            found[kernel] = answer == "yes"
+    return found
+
+
+def check_every_kernel_has_the_module(kernels: Mapping[str, bool], running: str,
+                                      upgrade_hint: str) -> Outcome:
+    """Each installed kernel image has an nvidia module to load, so any boot has a GPU.
+
+    A kernel that arrived without its module (an update while the driver was held, a DKMS
+    build that failed) boots to no GPU: the morning after, not today.
+    """
+    if not kernels:
+        return failed("no installed linux-image package was found", DEPLOY_AGAIN)
+    without = sorted(kernel for kernel, has_module in kernels.items() if not has_module)
+    if without:
+        which = ", ".join(f"{k} (running)" if k == running else k for k in without)
+        return failed(f"no nvidia module for kernel {which}: booting it leaves the GPU unused",
+                      upgrade_hint)
+    return passed(f"nvidia module present for {', '.join(sorted(kernels))}")
+
+
 _LIBRARY = re.compile(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$")
 
 

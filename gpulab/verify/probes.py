@@ -278,6 +278,27 @@ def probe_modules(subject: Subject) -> Outcome:
     return checks.check_modules(checks.parse_proc_modules(subject.text("/proc/modules") or ""))
 
 
+# One line per installed kernel image: its version, and whether an nvidia module file
+# (Ubuntu's prebuilt nvidia.ko, a DKMS build, Debian's nvidia-current.ko) is there for it.
+KERNEL_MODULES_SCRIPT = (
+    "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' 'linux-image-[0-9]*' 2>/dev/null"
+    " | awk '$1 == \"ii\" { sub(/^linux-image-/, \"\", $2); print $2 }'"
+    " | while read -r k; do"
+    " if find \"/lib/modules/$k\" -name 'nvidia.ko*' -o -name 'nvidia-current.ko*'"
+    " 2>/dev/null | grep -q .; then echo \"$k yes\"; else echo \"$k no\"; fi; done"
+)
+
+
+@_linux_driver_gpu
+def probe_kernel_modules(subject: Subject) -> Outcome:
+    if subject.plan.driver.source is None:
+        return not_applicable(f"no driver planned: {subject.plan.driver.reason}")
+    kernels = checks.parse_kernel_modules(subject.host.run(KERNEL_MODULES_SCRIPT).stdout)
+    hint = ("run gpulab with `driver_upgrade: true` (it moves kernel, modules and driver "
+            "together), or remove that kernel")
+    return checks.check_every_kernel_has_the_module(kernels, subject.facts.kernel, hint)
+
+
 @_linux_driver_gpu
 def probe_module_library(subject: Subject) -> Outcome:
     listing = subject.host.run(
@@ -544,6 +565,7 @@ CHECKS: tuple[Check, ...] = (
     Check("Does nvidia-smi answer with the planned branch?", probe_smi),
     Check("Are nvidia and nvidia_uvm loaded?", probe_modules),
     Check("Does the loaded module match the userspace library?", probe_module_library),
+    Check("Does every installed kernel have the nvidia module?", probe_kernel_modules),
     Check("Is the planned CUDA toolkit installed?", probe_toolkit),
     Check("Does /usr/local/cuda point at it?", probe_cuda_link),
     Check("Does nvcc in a login shell match?", probe_nvcc),

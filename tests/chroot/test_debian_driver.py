@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from gpulab.verify.checks import parse_kernel_modules
+from gpulab.verify.probes import KERNEL_MODULES_SCRIPT
 from tests.chroot.conftest import Rootfs
 from tests.phases import record_phase
 from tests.pyinfra_run import run_pyinfra
@@ -70,6 +72,10 @@ def test_debian_nvidia_driver_builds_with_dkms_and_is_held(
     module = f"/lib/modules/{kver}/updates/dkms/nvidia-current.ko"
     built = debian_rootfs.run(f"modinfo -k {kver} -F version {module}").strip()
     assert packaged.startswith(built + "-"), (packaged, built)
+
+    # gpulab verify's kernel check, run on the same tree, finds the module for its kernel.
+    kernels = parse_kernel_modules(debian_rootfs.run(KERNEL_MODULES_SCRIPT))
+    assert kernels.get(kver) is True, kernels
 
     # Held, and blacklisted for unattended-upgrades.
     holds = debian_rootfs.run("apt-mark showhold").split()

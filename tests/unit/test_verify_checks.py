@@ -349,3 +349,24 @@ def test_kernel_hold_opt_out_expects_no_hold_and_no_blacklist() -> None:
     for probe in (probe_driver_held, probe_blacklist):
         outcome = probe(subject)
         assert outcome.status == "n/a" and "driver_hold_kernel: false" in outcome.message
+
+
+# --- kernels and their modules ------------------------------------------------------------
+
+
+def test_a_kernel_without_its_module_fails_naming_it() -> None:
+    kernels = checks.parse_kernel_modules("6.8.0-90-generic yes\n6.8.0-91-generic no\n")
+    outcome = checks.check_every_kernel_has_the_module(kernels, "6.8.0-90-generic", "upgrade")
+    assert outcome.status == "fail"
+    assert "no nvidia module for kernel 6.8.0-91-generic: booting it" in outcome.message
+    running = checks.check_every_kernel_has_the_module({"6.1.0-26-amd64": False},
+                                                        "6.1.0-26-amd64", "upgrade")
+    assert "6.1.0-26-amd64 (running)" in running.message
+
+
+def test_every_kernel_with_its_module_passes() -> None:
+    outcome = checks.check_every_kernel_has_the_module(
+        {"6.8.0-90-generic": True, "6.8.0-91-generic": True}, "6.8.0-91-generic", "upgrade")
+    assert outcome == checks.passed(
+        "nvidia module present for 6.8.0-90-generic, 6.8.0-91-generic")
+    assert checks.check_every_kernel_has_the_module({}, "x", "upgrade").status == "fail"
