@@ -145,7 +145,7 @@ class Settings(BaseModel):
     )
     driver_branch: int | None = Field(
         default=None, description="Driver branch (535, 550, 570, 580, 590, ...); default "
-        "580. Ubuntu's archive has only 580 and 595 as real branches; the others are refused "
+        "580. Ubuntu's archive has only 535, 580 and 595 as real branches; the others are refused "
         "there (use driver_source: cuda-repo)."
     )
     driver_flavour: Literal["auto", "open", "proprietary"] = Field(

@@ -189,13 +189,14 @@ REPO_FIRST_TOOLKIT: dict[str, str] = {
 # What Canonical's archive gives for each driver branch gpulab knows, per Ubuntu release:
 # the branch itself, the branch its packages are a transitional dummy for, or None (absent).
 # Evidence: `apt-cache show nvidia-driver-NNN` as snapd's nvidia-files spread test records it
-# (https://github.com/canonical/snapd/blob/master/tests/main/nvidia-files/task.yaml: 535,
-# 535-server, 550, 550-server "transitional-driver" and 560 "no-driver" on 22.04 and 24.04,
-# July 2026); 570 moved to 580 (https://github.com/canonical/core-base/pull/439, April 2026);
+# (https://github.com/canonical/snapd/blob/master/tests/main/nvidia-files/task.yaml: 550 and
+# 550-server "transitional-driver", 560 "no-driver" on 22.04 and 24.04, while 535 and
+# 535-server are installed and tested there: a real branch, NVIDIA's long-term one);
+# 570 moved to 580 (https://github.com/canonical/core-base/pull/439, April 2026);
 # 565(-server) and 590 are dummies for 580(-server) and 595 on packages.ubuntu.com. 575 and
 # 610 are on no Ubuntu LTS page seen: treated as absent.
 UBUNTU_ARCHIVE_BRANCHES: dict[str, dict[int, int | None]] = {
-    release: {535: 580, 550: 580, 560: None, 565: 580, 570: 580, 575: None, 580: 580,
+    release: {535: 535, 550: 580, 560: None, 565: 580, 570: 580, 575: None, 580: 580,
               590: 595, 595: 595, 610: None}
     for release in ("22.04", "24.04")
 }

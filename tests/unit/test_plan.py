@@ -152,7 +152,7 @@ def test_ubuntu2404_repo_starts_at_12_5(branch: int) -> None:
         (590, "carries branch 590 only as a transitional package that installs 595: set "
               "driver_branch: 595"),
         (570, "transitional package that installs 580"),
-        (535, "transitional package that installs 580"),
+        (550, "transitional package that installs 580"),
         (560, "archive has no driver branch 560"),
         (610, "archive has no driver branch 610"),
     ],
@@ -165,6 +165,12 @@ def test_ubuntu_branches_the_archive_does_not_carry_are_refused(branch: int, wor
     # NVIDIA's repository has them under their own names
     assert _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070), driver_branch=branch,
                  driver_source="cuda-repo").driver.branch == branch
+
+
+def test_ubuntu_archive_still_carries_the_long_term_535_branch() -> None:
+    plan = _plan(_facts(NOBLE, "6.8.0-90-generic", RTX3070), driver_branch=535)
+    assert plan.driver.branch == 535
+    assert "nvidia-driver-535" in plan.driver.packages
 
 
 def test_kernel_hold_opt_out_holds_nothing_and_says_so() -> None:
