@@ -93,19 +93,28 @@ def held_branch_set(branch: int, install_pending: bool) -> Generator[str]:
 
 
 @operation()
-def release_other_holds(keep: tuple[str, ...] | list[str]) -> Generator[str]:
+def release_other_holds(
+    keep: tuple[str, ...] | list[str], branch_set: int | None = None
+) -> Generator[str]:
     """Unhold NVIDIA driver packages held for another branch, so apt may replace them.
 
     A host moving from branch 535 to 580 still has the 535 names on hold; apt refuses to
-    remove held packages, so the new branch could not install.
+    remove held packages, so the new branch could not install. With ``branch_set``, every
+    installed package of that branch is this branch's too (NVIDIA's repository, where
+    gpulab holds the whole installed set under unsuffixed names such as ``nvidia-driver``).
 
     .. code:: python
 
         release_other_holds(keep=["nvidia-driver-580-open"])
     """
+    installed: dict[str, list[str]] = host.get_fact(DebPackages) if branch_set else {}
+
+    def in_branch_set(name: str) -> bool:
+        return any(version.startswith(f"{branch_set}.") for version in installed.get(name, []))
+
     stale = [
         name for name in host.get_fact(HeldPackages)
-        if DRIVER_HOLD_NAMES.match(name) and name not in keep
+        if DRIVER_HOLD_NAMES.match(name) and name not in keep and not in_branch_set(name)
     ]
     if not stale:
         host.noop("no other NVIDIA packages on hold")
@@ -141,7 +150,8 @@ def nvidia_driver() -> None:
                 name="apt lists for the added components",
                 _if=lambda: bool(missing) or any(op.did_change() for op in sources),
             )
-    release_other_holds(name="release holds of other driver branches", keep=driver.held)
+    release_other_holds(name="release holds of other driver branches", keep=driver.held,
+                        branch_set=driver.branch if driver.hold_installed_set else None)
     if not any(name.startswith("nvidia-driver-pinning-") for name in driver.pre_packages):
         # NVIDIA's repo carries several branches under the same names: cuda-drivers-580
         # depends on nvidia-driver (= 580.x) while the newest nvidia-driver is another

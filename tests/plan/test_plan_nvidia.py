@@ -373,6 +373,8 @@ def test_nvidia_repo_set_already_held_changes_nothing() -> None:
                               "apt-mark showhold": ["nvidia-open-580", "nvidia-driver",
                                                     "nvidia-kernel-dkms"]})
     assert planned.op("hold every installed package of branch 580").commands == ()
+    # the set's own names are not "another branch's" holds: a rerun releases nothing
+    assert planned.op("release holds of other driver branches").commands == ()
 
 
 def test_nvml_mismatch_morning_is_rebooted_and_checked_or_said_plainly() -> None:
