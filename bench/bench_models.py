@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 
 from gpulab.lab.fleet import Fleet  # noqa: E402
 from gpulab.lab.image import ensure_image  # noqa: E402
-from gpulab.lab.render import LOOPBACK  # noqa: E402
 from tests.fixtures.http_server import StaticServer  # noqa: E402
 from tests.fixtures.ollama_registry import RegistryStandIn  # noqa: E402
 from tests.fixtures.ollama_release import build_release  # noqa: E402
+from tests.fleet import inventory_with  # noqa: E402
 from tests.pyinfra_run import PyinfraResult, run_pyinfra  # noqa: E402
 
 VERSION = "0.33.0"  # a stand-in release: its sha256sum.txt verifies it
@@ -45,16 +45,6 @@ RSYNC_DEST = "/var/tmp/rsync-store/"
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _inventory(fleet: Fleet, path: Path, data: dict[str, object]) -> Path:
-    hosts = [(name, {"ssh_hostname": LOOPBACK, "ssh_port": guest.port, "ssh_user": "root",
-                     "ssh_key": str(fleet.ssh_key),
-                     "ssh_known_hosts_file": str(fleet.known_hosts),
-                     "ssh_strict_host_key_checking": "yes", **data})
-             for name, guest in fleet.guests.items()]
-    path.write_text(f"room = {hosts!r}\n")
-    return path
 
 
 def _must(result: PyinfraResult, what: str) -> PyinfraResult:
@@ -112,10 +102,10 @@ def main() -> int:
             print(f"store: {model.total_size / 1e6:.0f} MB in {len(model.blobs)} blobs; "
                   f"accel: {fleet.accel.name}")
             fleet.up()
-            inventory = _inventory(fleet, tmp / "inventory.py", {
+            inventory = inventory_with(fleet, {
                 "ollama_download_base": releases.guest_url, "ollama_version": VERSION,
                 "models": [MODEL], "models_distribution": "seeded",
-                "models_store": str(store)})
+                "models_store": str(store)}, tmp / "inventory.py")
             _must(run_pyinfra(inventory, REPO / "deploy" / "ollama.py", cwd=REPO),
                   "the Ollama deploy (set-up, not timed)")
             _install_rsync(fleet, tmp)

@@ -26,7 +26,7 @@ from gpulab.models.store import Store
 from tests.fixtures.http_server import QEMU_USER_NET_HOST, StaticServer
 from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import FleetUnderTest
+from tests.fleet import FleetUnderTest, inventory_with
 from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -60,17 +60,7 @@ class SeededRoom:
 
     def deploy(self, label: str, *deploys: str, **data: Any) -> PyinfraResult:
         """The deploys with the room's data, ``data`` on top; the inventory stays for verify."""
-        hosts = []
-        for name in GUESTS:
-            guest = self.fleet.guests[name]
-            hosts.append((name, {
-                "ssh_hostname": LOOPBACK, "ssh_port": guest.port, "ssh_user": "root",
-                "ssh_key": str(self.fleet.ssh_key),
-                "ssh_known_hosts_file": str(self.fleet.known_hosts),
-                "ssh_strict_host_key_checking": "yes", **self.data, **data,
-            }))
-        inventory = self.inventory(label)
-        inventory.write_text(f"room = {hosts!r}\n")
+        inventory = inventory_with(self.fleet, {**self.data, **data}, self.inventory(label))
         result = run_pyinfra(inventory, *(REPO / "deploy" / d for d in deploys), cwd=REPO,
                              timeout=900)
         record_phase(f"models: {label} (rc {result.rc})", result.seconds)
