@@ -66,6 +66,17 @@ class SeededRoom:
         record_phase(f"models: {label} (rc {result.rc})", result.seconds)
         return result
 
+    def corrupt(self, name: str, digest: str) -> str:
+        """Flip one byte of a blob on a guest, keeping its size; the blob's path."""
+        blob = f"{MODELS}/blobs/" + digest.replace(":", "-")
+        size = self.sh(name, f"stat -c %s {blob}")
+        flip = ("import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); "
+                "f.seek(100); f.write(bytes([b[0] ^ 1]))")
+        self.sh(name, f"python3 -c \"{flip}\" {blob}")
+        assert self.sh(name, f"stat -c %s {blob}") == size
+        assert self.sh(name, f"sha256sum {blob}").split()[0] != blob[-64:]
+        return blob
+
     def listed(self, name: str) -> dict[str, str]:
         tags = json.loads(self.sh(name, "curl -fsS --max-time 5 http://127.0.0.1:11434/api/tags"))
         return {entry["name"]: entry["digest"] for entry in tags["models"]}
@@ -128,13 +139,7 @@ def test_a_removed_blob_alone_comes_back(room: SeededRoom) -> None:
 
 def test_a_corrupt_blob_of_the_same_size_is_sent_again(room: SeededRoom) -> None:
     """One byte flipped, the size kept: only gpulab's own sha256 check can see it."""
-    blob = f"{MODELS}/blobs/" + room.model.model_digest.replace(":", "-")
-    size = room.sh("lab-01", f"stat -c %s {blob}")
-    flip = ("import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); "
-            "f.seek(100); f.write(bytes([b[0] ^ 1]))")
-    room.sh("lab-01", f"python3 -c \"{flip}\" {blob}")
-    assert room.sh("lab-01", f"stat -c %s {blob}") == size
-    assert room.sh("lab-01", f"sha256sum {blob}").split()[0] != blob[-64:]
+    blob = room.corrupt("lab-01", room.model.model_digest)
     result = room.deploy("corrupt blob back", "models.py")
     assert result.rc == 0, result.describe()
     assert result.changed_hosts == ["lab-01"], result.describe()
@@ -160,6 +165,16 @@ def test_direct_pulls_through_each_guests_ollama_under_the_canonical_name(
         assert listed["qwen2.5:7b"] == room.model.digest  # complete already: not pulled
     manifests = [r for r in room.mirror.requests if "/manifests/" in r.path]
     assert [r.status for r in manifests] == [200, 200]  # one pull per guest, qwen not asked
+
+
+def test_direct_pulls_a_corrupt_blob_again(room: SeededRoom) -> None:
+    """``ollama pull`` would keep the corrupt file: gpulab deletes it, then pulls."""
+    blob = room.corrupt("lab-02", room.pulled.model_digest)
+    result = room.deploy("direct corrupt blob", "models.py", **_direct(room))
+    assert result.rc == 0, result.describe()
+    assert result.changed_hosts == ["lab-02"], result.describe()
+    assert room.sh("lab-02", f"sha256sum {blob}").split()[0] == blob[-64:]
+    assert room.listed("lab-02")[PULLED] == room.pulled.digest
 
 
 def test_direct_rerun_changes_nothing(room: SeededRoom) -> None:
