@@ -27,6 +27,7 @@ from collections.abc import Generator
 from functools import cache
 from pathlib import Path
 
+from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
@@ -64,7 +65,7 @@ def _complete_in_store(root: str, name_text: str) -> StoredModel:
 
 @operation()
 def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
-                  stamp: str | None = None) -> Generator[str]:
+                  stamp: str | None = None) -> Generator[str | FileUploadCommand]:
     """``src`` (on this machine) at ``dest`` on the host, only if its sha256 checks out there.
 
     Uploaded as ``<staging_dir>/.gpulab-<name>``, checked with ``sha256sum``, owned by
@@ -79,14 +80,18 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
                       stamp="/usr/share/ollama/.ollama/models/.gpulab-verified")
     """
     staged = posixpath.join(staging_dir, f".gpulab-{posixpath.basename(dest)}")
-    yield from files.put._inner(src=src, dest=staged, user=OWNER, group=OWNER, mode="644")
+    # Always uploaded (the plan found the file lacking; a staged leftover is overwritten), so
+    # not through files.put: its fact lookup and separate chown/chmod cost a round trip each
+    # per blob, seconds on a slow host. The rest is one command.
+    yield FileUploadCommand(src, staged, remote_temp_filename=host.get_temp_filename(staged))
     quoted, final = shlex.quote(staged), shlex.quote(dest)
     mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
-    yield (f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
-           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi")
-    yield f"touch {quoted} && mv -f {quoted} {final}"
-    if stamp is not None:
-        yield f"find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
+    record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
+              if stamp is not None else "")
+    yield (f"set -e; chown {OWNER}:{OWNER} {quoted}; chmod 644 {quoted}; "
+           f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
+           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; "
+           f"touch {quoted} && mv -f {quoted} {final}{record}")
 
 
 @operation()
