@@ -183,10 +183,13 @@ def test_direct_rerun_changes_nothing(room: SeededRoom) -> None:
 
 def test_an_unknown_model_fails_each_host_with_the_registrys_error(room: SeededRoom) -> None:
     result = room.deploy("direct unknown", "models.py", **_direct(room, "nosuch:1b"))
+    # every host failed, so pyinfra stops ("No hosts remaining!") before printing its JSON:
+    # each host's failure is read from its error line in the output
     assert result.rc != 0, result.describe()
-    assert sorted(result.failed_hosts) == sorted(GUESTS), result.describe()
-    assert "nosuch:1b: Ollama refused the pull: pull model manifest: file does not exist" \
-        in result.output, result.describe()
+    for name in GUESTS:
+        assert (f"[{name}] {room.mirror.guest_url}/library/nosuch:1b: Ollama refused the pull: "
+                "pull model manifest: file does not exist (404)") in result.output, \
+            result.describe()
 
 
 def test_gpulab_verify_finds_the_room_ready(room: SeededRoom) -> None:
