@@ -3,9 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Host tools: guests (QEMU, debootstrap, mkfs.ext4 -d), test stand-ins (dpkg-deb, gpg, zstd).
+# Host tools: guests (QEMU, debootstrap, mkfs.ext4 -d), test stand-ins (dpkg-deb, gpg, zstd),
+# the models bench's baseline (rsync).
 APT_PACKAGES := debootstrap mmdebstrap qemu-system-x86 qemu-utils e2fsprogs zstd gnupg \
-	dpkg-dev openssh-client iproute2 ca-certificates chromium
+	dpkg-dev openssh-client iproute2 ca-certificates chromium rsync
 LAB_HOSTS ?= 2
 
 .PHONY: help setup apt venv lint test test-fast lab lab-down bench
@@ -16,7 +17,7 @@ help:
 	@echo "make test-fast  lint, unit and plan tests only (no guests, no root)"
 	@echo "make lab        boot $(LAB_HOSTS) local Debian 12 guests and run deploy/gpu_host.py on them"
 	@echo "make lab-down   stop the lab guests"
-	@echo "make bench      the test fleet's benchmark"
+	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync"
 
 setup: apt venv
 
@@ -55,3 +56,4 @@ lab-down: venv
 
 bench: setup
 	$(BIN)/python bench/bench_fleet.py
+	$(BIN)/python bench/bench_models.py

@@ -14,6 +14,7 @@ from typing import Any
 from gpulab.compat.cuda import CompatError, check_pinned_toolkit, choose_toolkit
 from gpulab.compat.versions import VersionError
 from gpulab.facts.model import FactsFile, HostFacts
+from gpulab.models.store import seeded_source
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 
@@ -205,7 +206,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 problems.append(f"{name}: facts: no recorded facts for this host")
             continue
         try:
-            plans.append(make_plan(name, facts[name], host_settings))
+            plans.append(make_plan(name, facts[name], host_settings,
+                                   seeded_source(host_settings)))
         except PlanError as error:
             problems.append(str(error))
     if args.json:

@@ -21,6 +21,7 @@ from pyinfra.connectors.fake import FakeConnector
 
 from gpulab.facts.gather import gather_host_facts, stand_in_facts
 from gpulab.facts.model import FactsFile, HostFacts
+from gpulab.models.store import seeded_source
 from gpulab.plan.host import HostPlan, PlanError, make_plan
 from gpulab.settings import Settings, SettingsError, parse_inventory_settings
 
@@ -124,7 +125,8 @@ def host_plan(host: Any) -> HostPlan:
     run = host_run(host)
     if run.plan is None:
         try:
-            run.plan = make_plan(host.name, host_facts(host), run.settings)
+            run.plan = make_plan(host.name, host_facts(host), run.settings,
+                                 seeded_source(run.settings))
         except PlanError as error:
             raise GpulabDataError(f"{error}\nnothing was changed") from None
     return run.plan

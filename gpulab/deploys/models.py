@@ -10,6 +10,11 @@ temporary name in ``blobs/``, is sha256-checked **on the host**, owned by ``olla
 and renamed into place: blobs first, the manifest last. Then the host's own ``/api/tags``
 must list the model. A host that has everything is sent nothing.
 
+Corrupt blobs: ``ollama pull`` trusts a blob already on disk, so the store fact hashes every
+blob gpulab has not checked before (``gpulab.facts.models``); a corrupt one is sent again
+(seeded) or deleted before the pull (direct). Each blob gpulab checked or placed gets a line in
+the store's stamp file, so a rerun hashes nothing it has seen unchanged.
+
     from gpulab.deploys.models import course_models
     course_models()
 """
@@ -22,15 +27,19 @@ from collections.abc import Generator
 from functools import cache
 from pathlib import Path
 
+from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
 from gpulab.deploys.common import gpulab_deploy, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
+from gpulab.facts.models import blob_check_command, stamp_path
 from gpulab.models.names import parse_model_name
 from gpulab.models.store import Store, StoredModel
+from gpulab.plan.host import HostPlan
 from gpulab.plan.models import ModelFit
+from gpulab.settings import Settings
 
 OWNER = "ollama"
 PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
@@ -55,25 +64,59 @@ def _complete_in_store(root: str, name_text: str) -> StoredModel:
 
 
 @operation()
-def verified_file(src: str, dest: str, sha256: str, staging_dir: str) -> Generator[str]:
+def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
+                  stamp: str | None = None) -> Generator[str | FileUploadCommand]:
     """``src`` (on this machine) at ``dest`` on the host, only if its sha256 checks out there.
 
     Uploaded as ``<staging_dir>/.gpulab-<name>``, checked with ``sha256sum``, owned by
     ``ollama`` with a fresh mtime, then renamed over ``dest`` (atomic: same filesystem).
+    ``stamp``: the store's stamp file, where the checked blob is recorded (no second hash).
 
     .. code:: python
 
         verified_file(name="blob 2bada8a74506", src="/srv/store/blobs/sha256-2bada8...",
                       dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
-                      sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
+                      sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs",
+                      stamp="/usr/share/ollama/.ollama/models/.gpulab-verified")
     """
     staged = posixpath.join(staging_dir, f".gpulab-{posixpath.basename(dest)}")
-    yield from files.put._inner(src=src, dest=staged, user=OWNER, group=OWNER, mode="644")
+    # Always uploaded (the plan found the file lacking; a staged leftover is overwritten), so
+    # not through files.put: its fact lookup and separate chown/chmod cost a round trip each
+    # per blob, seconds on a slow host. The rest is one command.
+    yield FileUploadCommand(src, staged, remote_temp_filename=host.get_temp_filename(staged))
     quoted, final = shlex.quote(staged), shlex.quote(dest)
     mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
-    yield (f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
-           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi")
-    yield f"touch {quoted} && mv -f {quoted} {final}"
+    record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
+              if stamp is not None else "")
+    yield (f"set -e; chown {OWNER}:{OWNER} {quoted}; chmod 644 {quoted}; "
+           f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
+           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; "
+           f"touch {quoted} && mv -f {quoted} {final}{record}")
+
+
+@operation()
+def blobs_recorded(models_dir: str, checked: list[str], pulled: bool) -> Generator[str]:
+    """The store's stamp lists blobs gpulab has checked, so later runs do not hash them again.
+
+    ``checked``: stamp lines of blobs the store fact hashed and found sound. ``pulled``: this
+    run pulled models, so the blobs not yet in the stamp are hashed now and the sound ones
+    recorded (Ollama checked those it downloaded; the ones it found on disk were checked
+    before the pull, and corrupt ones deleted).
+
+    .. code:: python
+
+        blobs_recorded(models_dir="/usr/share/ollama/.ollama/models",
+                       checked=["sha256-2bada8... 4683073952 1733330000.1234567890"],
+                       pulled=False)
+    """
+    stamp = shlex.quote(stamp_path(models_dir))
+    if checked:
+        yield f"printf '%s\\n' {' '.join(shlex.quote(line) for line in checked)} >> {stamp}"
+    if pulled:
+        new = shlex.quote(stamp_path(models_dir) + ".new")
+        yield (f"{{ {blob_check_command(models_dir)}; }} | "
+               f"awk '$5 == \"sound\" {{print $2, $3, $4}}' > {new} && cat {new} >> {stamp} "
+               f"&& rm -f {new}")
 
 
 @operation()
@@ -112,7 +155,8 @@ def pulled(model: str, api_base: str, pull_name: str, insecure: bool) -> Generat
     yield " ".join(shlex.quote(part) for part in command)
 
 
-def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: bool) -> None:
+def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: bool,
+               models_dir: str) -> None:
     if not can_run:
         raise GpulabDataError(f"{host.name}: models_distribution: direct needs the host's "
                               "Ollama running (see the Ollama step); use seeded instead\n"
@@ -121,6 +165,10 @@ def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: 
                    dest=PULL_SCRIPT, mode="755")
     for fit in to_bring:
         name = parse_model_name(fit.name)
+        for blob in fit.corrupt_blobs:
+            # Ollama would take the corrupt file as already downloaded.
+            files.file(name=f"Models: {name.short} corrupt blob {blob[7:19]} removed",
+                       path=posixpath.join(models_dir, "blobs", blob), present=False)
         source = name if registry.rstrip("/") == name.base_url else name.through(registry)
         pulled(name=f"Models: pull {name.short}", model=name.short, api_base=api_base,
                pull_name=source.pull_name(), insecure=source.insecure)
@@ -142,21 +190,33 @@ def course_models() -> None:
                                            parse_model_name(fit.name).manifest_path),
                        present=False)
     to_bring = [fit for fit in plan.models if fit.action in ("copy", "pull")]
+    store_facts = host_facts(host).model_store
     if not to_bring:
         say(name="Models: present", message=", ".join(f.name for f in plan.models) or "none")
-        return
+    else:
+        _bring(to_bring, settings, plan)
+    pulled_now = bool(to_bring) and settings.models_distribution == "direct"
+    if store_facts.unstamped or pulled_now:
+        blobs_recorded(name="Models: checked blobs recorded",
+                       models_dir=settings.ollama_models_dir,
+                       checked=list(store_facts.unstamped), pulled=pulled_now)
+
+
+def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None:
+    """Pull (direct) or copy (seeded) the models the plan lacks on this host."""
     listen = plan.ollama.listen_host
     api_base = (f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::', '') else listen}"
                 f":{plan.ollama.listen_port}")
     if settings.models_distribution == "direct":
-        _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run)
+        _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run,
+                   settings.ollama_models_dir)
         return
     if settings.models_store is None:
         raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
                               "instructor's store (gpulab models fetch --store DIR)\n"
                               "nothing was changed")
     root = settings.ollama_models_dir
-    held_blobs = host_facts(host).model_store.blobs
+    held = host_facts(host).model_store
     store = Store(Path(settings.models_store).expanduser())
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {level}/", path=posixpath.join(root, level),
@@ -165,11 +225,11 @@ def course_models() -> None:
     for fit in to_bring:
         model = _complete_in_store(settings.models_store, fit.name)
         for layer in model.manifest.blobs:
-            if held_blobs.get(layer.file_name) != layer.size:
+            if not held.sound(layer.file_name, layer.size):
                 verified_file(name=f"Models: {model.name.short} blob {layer.hex[:12]}",
                               src=str(store.blob_file(layer)),
                               dest=posixpath.join(blobs_dir, layer.file_name),
-                              sha256=layer.hex, staging_dir=blobs_dir)
+                              sha256=layer.hex, staging_dir=blobs_dir, stamp=stamp_path(root))
         if fit.manifest_digest != model.digest:
             parts = model.name.manifest_path.split("/")
             for depth in range(2, len(parts)):

@@ -87,10 +87,23 @@ class StoreManifest(_Frozen):
 
 
 class ModelStoreFacts(_Frozen):
-    """The host's ``OLLAMA_MODELS``: manifests, and blob file names with their sizes."""
+    """The host's ``OLLAMA_MODELS``: manifests, and blob file names with their sizes.
+
+    ``ollama pull`` trusts any blob already on disk, so gpulab checks each blob's sha256
+    itself, once: a blob whose name, size and mtime are in the store's stamp file (written by
+    gpulab after it checked or placed the blob) is not hashed again. ``corrupt`` are blobs
+    hashed now that do not match their name; ``unstamped`` the stamp lines (``name size
+    mtime``) of blobs hashed now that do, for the deploy to record.
+    """
 
     manifests: tuple[StoreManifest, ...] = ()
     blobs: dict[str, int] = Field(default_factory=dict)
+    corrupt: tuple[str, ...] = ()
+    unstamped: tuple[str, ...] = ()
+
+    def sound(self, file_name: str, size: int) -> bool:
+        """The host holds this blob, whole and not corrupt."""
+        return self.blobs.get(file_name) == size and file_name not in self.corrupt
 
 
 class HostFacts(_Frozen):

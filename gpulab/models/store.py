@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gpulab.models.names import ModelName, name_from_manifest_path
+from gpulab.models.names import ModelName, name_from_manifest_path, parse_model_name
+from gpulab.settings import Settings
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -241,3 +242,21 @@ class Store:
             copied += layer.size
         self.write_manifest(stored.name, stored.data)
         return copied
+
+
+def seeded_source(settings: Settings) -> dict[ModelName, StoredModel]:
+    """The instructor's manifests of the course models, in seeded mode: what the plan
+    compares each host with. A model the store lacks or cannot read is left out; the deploy
+    stops on it with what to do."""
+    if settings.models_distribution != "seeded" or settings.models_store is None:
+        return {}
+    store = Store(Path(settings.models_store).expanduser())
+    found: dict[ModelName, StoredModel] = {}
+    for text in settings.models:
+        try:
+            stored = store.read(parse_model_name(text))
+        except StoreError:
+            continue
+        if stored is not None:
+            found[stored.name] = stored
+    return found

@@ -5,6 +5,7 @@ Pure: no I/O, no pyinfra. Every deploy reads the plan; none re-derives a version
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +41,8 @@ from gpulab.compat.tables import (
 )
 from gpulab.compat.versions import branch_of
 from gpulab.facts.model import HostFacts, parse_wsl_version
+from gpulab.models.names import ModelName
+from gpulab.models.store import StoredModel
 from gpulab.plan.driver import DKMS_DEFAULT_KEY, UBUNTU_DKMS_KEY
 from gpulab.plan.models import ModelFit, plan_models
 from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
@@ -563,8 +566,12 @@ def plan_reboot(facts: HostFacts, settings: Settings, driver: DriverPlan) -> Reb
                       reason=f"{why}: reboot it yourself (or set reboot_allowed: true)")
 
 
-def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
-    """The whole plan for one host; ``PlanError`` when the data cannot be satisfied."""
+def make_plan(host: str, facts: HostFacts, settings: Settings,
+              models_source: Mapping[ModelName, StoredModel] | None = None) -> HostPlan:
+    """The whole plan for one host; ``PlanError`` when the data cannot be satisfied.
+
+    ``models_source``: the instructor's manifests in seeded mode (``seeded_source``).
+    """
     platform = f"{facts.os.id}-{facts.os.version_id}"
     if facts.wsl and parse_wsl_version(facts.kernel) == 1:
         raise PlanError(
@@ -598,6 +605,7 @@ def make_plan(host: str, facts: HostFacts, settings: Settings) -> HostPlan:
         host=host, platform=platform_of(facts), gpus=_gpu_labels(facts), driver=driver,
         repo=repo, debian_components=components,
         debian_codename=facts.os.codename if components else "", toolkit=toolkit,
-        ollama=plan_ollama(facts, settings, driver), models=plan_models(facts, settings),
+        ollama=plan_ollama(facts, settings, driver),
+        models=plan_models(facts, settings, models_source),
         reboot=plan_reboot(facts, settings, driver), vllm=vllm,
     )

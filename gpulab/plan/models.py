@@ -1,13 +1,16 @@
 """Per host and course model: present, to pull or to copy, the bytes that move, and the fit.
 
-Pure: from the host's store facts (its manifests and blob files) and its settings. A model
-whose manifest is on the host is sized from that manifest; otherwise from the catalogue's
-estimate (``gpulab.models.catalog``), marked ``~``.
+Pure: from the host's store facts (its manifests and blob files), its settings and, in seeded
+mode, the instructor's manifests (``source``, read by the caller). A model is sized from the
+instructor's manifest, else from the host's, else from the catalogue's estimate
+(``gpulab.models.catalog``, marked ``~``). A blob counts as held only when its size matches
+and gpulab's sha256 check did not find it corrupt.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +18,13 @@ from pydantic import BaseModel, ConfigDict
 from gpulab.facts.model import HostFacts
 from gpulab.models.catalog import KNOWN_MODELS, RUNTIME_OVERHEAD
 from gpulab.models.names import ModelName, name_from_manifest_path, parse_model_name
-from gpulab.models.store import Manifest, StoreError, manifest_digest, parse_manifest
+from gpulab.models.store import (
+    Manifest,
+    StoredModel,
+    StoreError,
+    manifest_digest,
+    parse_manifest,
+)
 from gpulab.settings import Settings
 
 ModelAction = Literal["present", "pull", "copy", "keep", "remove"]
@@ -32,6 +41,7 @@ class ModelFit(BaseModel):
     size_exact: bool  # from a manifest (True) or the catalogue's estimate (False)
     bytes_to_move: int | None
     manifest_digest: str | None  # the host's manifest, when it has one
+    corrupt_blobs: tuple[str, ...] = ()  # held under the model's names, content wrong
     fits_gpu: bool | None
     reason: str
 
@@ -64,40 +74,58 @@ def _fit(size: int | None, exact: bool, facts: HostFacts) -> tuple[bool | None, 
                    " partly on the CPU (slowly)")
 
 
-def plan_models(facts: HostFacts, settings: Settings) -> tuple[ModelFit, ...]:
-    """Each listed model's action, then the host's other models (kept unless told)."""
+def plan_models(facts: HostFacts, settings: Settings,
+                source: Mapping[ModelName, StoredModel] | None = None) -> tuple[ModelFit, ...]:
+    """Each listed model's action, then the host's other models (kept unless told).
+
+    ``source``: the instructor's store's manifests (seeded mode); a host whose manifest
+    differs from the store's gets the store's copy.
+    """
     on_host = _host_manifests(facts)
-    blobs = facts.model_store.blobs
+    store = facts.model_store
     verb: ModelAction = "copy" if settings.models_distribution == "seeded" else "pull"
     plans: list[ModelFit] = []
     wanted = [parse_model_name(text) for text in settings.models]
     for name in wanted:
         held = on_host.get(name)
-        if held is not None:
-            digest, manifest = held
-            missing = sum(layer.size for layer in manifest.blobs
-                          if blobs.get(layer.file_name) != layer.size)
-            size: int | None = manifest.total_size
+        digest = held[0] if held else None
+        stored = (source or {}).get(name)
+        target = stored.manifest if stored else held[1] if held else None
+        # A host manifest the store does not match is replaced: its bytes move too.
+        stale = stored is not None and digest != stored.digest
+        manifest_bytes = len(stored.data) if stored is not None and stale else 0
+        if target is not None:
+            lacking = [layer for layer in target.blobs if not store.sound(layer.file_name,
+                                                                          layer.size)]
+            missing = sum(layer.size for layer in lacking)
+            corrupt = tuple(layer.file_name for layer in lacking
+                            if layer.file_name in store.corrupt)
+            size: int | None = target.total_size
             exact = True
         else:
-            digest, missing = None, 0
+            lacking, missing, corrupt = [], 0, ()
             known = KNOWN_MODELS.get(name.short)
             size, exact = (known.size_bytes, not known.approximate) if known else (None, False)
         fits, fit_reason = _fit(size, exact, facts)
-        if held is not None and missing == 0:
+        if held is not None and not lacking and not stale:
             action: ModelAction = "present"
             to_move: int | None = 0
             reason = f"present ({digest and digest[:12]}); {fit_reason}"
         else:
             action = verb
-            to_move = missing if held is not None else size
+            to_move = size if target is None else missing + manifest_bytes
             moved = "?" if to_move is None else f"{to_move / 1e9:.2f} GB"
-            source = ("from the instructor's store" if verb == "copy"
-                      else f"from {settings.models_registry}")
-            reason = f"{verb} {moved} {source}; {fit_reason}"
+            source_text = ("from the instructor's store" if verb == "copy"
+                           else f"from {settings.models_registry}")
+            why = "".join((
+                f" (the host's manifest {digest[:12]} is not the store's {stored.digest[:12]})"
+                if stored is not None and stale and digest else "",
+                f" ({len(corrupt)} corrupt blob(s) replaced)" if corrupt else "",
+            ))
+            reason = f"{verb} {moved} {source_text}{why}; {fit_reason}"
         plans.append(ModelFit(name=name.short, action=action, size_bytes=size, size_exact=exact,
-                              bytes_to_move=to_move, manifest_digest=digest, fits_gpu=fits,
-                              reason=reason))
+                              bytes_to_move=to_move, manifest_digest=digest,
+                              corrupt_blobs=corrupt, fits_gpu=fits, reason=reason))
     for name, (digest, manifest) in sorted(on_host.items(), key=lambda item: item[0].short):
         if name in wanted:
             continue

@@ -27,6 +27,7 @@ from gpulab.facts.model import CudaToolkit, FactsFile, HostFacts
 from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
 from gpulab.facts.pci import NvidiaPciDevices
 from gpulab.models.catalog import EMBEDDING_DIMENSIONS
+from gpulab.models.store import seeded_source
 from gpulab.plan import ollama as ollama_lib
 from gpulab.plan import vllm as vllm_lib
 from gpulab.plan.driver import blacklist_patterns
@@ -124,7 +125,8 @@ def prepare(target: Target, host: Any, settings: Settings) -> Subject:
     else:
         facts = gather_host_facts(TestinfraFacts(host), settings.ollama_models_dir)
         source = "live facts"
-    plan = make_plan(target.name, facts, settings)
+    # seeded: a model whose manifest is not the instructor's store's is not ready either
+    plan = make_plan(target.name, facts, settings, seeded_source(settings))
     return Subject(target.name, host, facts, settings, plan, source)
 
 

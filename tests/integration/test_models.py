@@ -1,8 +1,11 @@
-"""Seeded course models on the session fleet's two guests: the real deploys over SSH.
+"""Course models on the session fleet's two guests: the real deploys over SSH.
 
-The instructor's store is filled from the stand-in registry (tests/fixtures/ollama_registry.py)
-by the real client; Ollama on the guests is the stand-in release (its ``/api/tags`` reads the
-copied store). One module-scoped install; the tests build on each other, in order.
+Seeded: the instructor's store is filled from the stand-in registry
+(tests/fixtures/ollama_registry.py) by the real client; Ollama on the guests is the stand-in
+release (its ``/api/tags`` reads the copied store). Direct: each guest's stand-in Ollama pulls
+(``/api/pull``) from a second stand-in registry, the "mirror", which guests reach at 10.0.2.2.
+One module-scoped install; the tests build on each other, in order, and end with
+``gpulab verify`` on the inventory of the last successful deploy.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from gpulab.lab.render import LOOPBACK
 from gpulab.models.names import parse_model_name
 from gpulab.models.registry import RegistryClient
 from gpulab.models.store import Store
-from tests.fixtures.http_server import StaticServer
+from tests.fixtures.http_server import QEMU_USER_NET_HOST, StaticServer
 from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import FleetUnderTest
+from tests.fleet import FleetUnderTest, inventory_with
+from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
@@ -33,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 VERSION = "0.33.0"  # a stand-in release: its sha256sum.txt verifies it
 GUESTS = ("lab-01", "lab-02")
 MODELS = "/usr/share/ollama/.ollama/models"
+PULLED = "llama3.2:1b"  # published on the mirror only: direct mode pulls it
 
 
 @dataclass
@@ -41,6 +46,8 @@ class SeededRoom:
     model: PublishedModel
     data: dict[str, Any]
     tmp: Path
+    mirror: RegistryStandIn
+    pulled: PublishedModel
 
     def sh(self, name: str, command: str) -> str:
         proc = subprocess.run(["ssh", "-F", str(self.fleet.ssh_config), name, command],
@@ -48,22 +55,27 @@ class SeededRoom:
         assert proc.returncode == 0, f"{name}: {command}: {proc.stdout}{proc.stderr}"
         return proc.stdout.strip()
 
-    def deploy(self, label: str, *deploys: str) -> PyinfraResult:
-        hosts = []
-        for name in GUESTS:
-            guest = self.fleet.guests[name]
-            hosts.append((name, {
-                "ssh_hostname": LOOPBACK, "ssh_port": guest.port, "ssh_user": "root",
-                "ssh_key": str(self.fleet.ssh_key),
-                "ssh_known_hosts_file": str(self.fleet.known_hosts),
-                "ssh_strict_host_key_checking": "yes", **self.data,
-            }))
-        inventory = self.tmp / f"inventory-{label}.py"
-        inventory.write_text(f"room = {hosts!r}\n")
+    def inventory(self, label: str) -> Path:
+        return self.tmp / f"inventory-{label.replace(' ', '-')}.py"
+
+    def deploy(self, label: str, *deploys: str, **data: Any) -> PyinfraResult:
+        """The deploys with the room's data, ``data`` on top; the inventory stays for verify."""
+        inventory = inventory_with(self.fleet, {**self.data, **data}, self.inventory(label))
         result = run_pyinfra(inventory, *(REPO / "deploy" / d for d in deploys), cwd=REPO,
                              timeout=900)
         record_phase(f"models: {label} (rc {result.rc})", result.seconds)
         return result
+
+    def corrupt(self, name: str, digest: str) -> str:
+        """Flip one byte of a blob on a guest, keeping its size; the blob's path."""
+        blob = f"{MODELS}/blobs/" + digest.replace(":", "-")
+        size = self.sh(name, f"stat -c %s {blob}")
+        flip = ("import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); "
+                "f.seek(100); f.write(bytes([b[0] ^ 1]))")
+        self.sh(name, f"python3 -c \"{flip}\" {blob}")
+        assert self.sh(name, f"stat -c %s {blob}") == size
+        assert self.sh(name, f"sha256sum {blob}").split()[0] != blob[-64:]
+        return blob
 
     def listed(self, name: str) -> dict[str, str]:
         tags = json.loads(self.sh(name, "curl -fsS --max-time 5 http://127.0.0.1:11434/api/tags"))
@@ -73,16 +85,20 @@ class SeededRoom:
 @pytest.fixture(scope="module")
 def room(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededRoom]:
     tmp = tmp_path_factory.mktemp("models-room")
-    with StaticServer(tmp / "www") as releases, RegistryStandIn(tmp / "registry") as registry:
+    # The mirror redirects its blob GETs to 10.0.2.2 (this machine, as guests see it).
+    mirror = RegistryStandIn(tmp / "mirror", cdn_host=LOOPBACK, redirect_host=QEMU_USER_NET_HOST)
+    with StaticServer(tmp / "www") as releases, RegistryStandIn(tmp / "registry") as registry, \
+            mirror:
         build_release(releases.root, VERSION)
         model = registry.publish("qwen2.5:7b", payload_bytes=2 << 20)
+        pulled = mirror.publish(PULLED, payload_bytes=1 << 20, architecture="llama")
         store = tmp / "store"
         RegistryClient().fetch(Store(store), parse_model_name("qwen2.5:7b"), registry.url)
         data = {"ollama_download_base": releases.guest_url, "ollama_version": VERSION,
                 "models": ["qwen2.5:7b"], "models_distribution": "seeded",
                 "models_store": str(store)}
         try:
-            yield SeededRoom(fleet, model, data, tmp)
+            yield SeededRoom(fleet, model, data, tmp, mirror, pulled)
         finally:
             with timed("models: hand both guests back clean (reset + boot)"):
                 for name in GUESTS:
@@ -99,12 +115,13 @@ def test_seeded_models_are_listed_by_each_guests_ollama(room: SeededRoom) -> Non
         owners = room.sh(name, f"stat -c %U {MODELS}/blobs/* {MODELS}/manifests/*/*/*/*")
         assert set(owners.split()) == {"ollama"}
         assert room.sh(name, f"ls -A {MODELS}/blobs | grep -c gpulab || true") == "0"
+        # every blob gpulab placed is recorded as checked: a rerun hashes none of them
+        stamped = room.sh(name, f"cut -d' ' -f1 {MODELS}/.gpulab-verified | sort -u")
+        assert stamped.split() == sorted(d.replace(":", "-") for d in room.model.blobs)
 
 
 def test_second_run_changes_nothing(room: SeededRoom) -> None:
-    result = room.deploy("seeded rerun", "models.py")
-    assert result.rc == 0, result.describe()
-    assert result.changed_hosts == [], result.describe()
+    assert_unchanged(room.deploy("seeded rerun", "models.py"), GUESTS)
 
 
 def test_a_removed_blob_alone_comes_back(room: SeededRoom) -> None:
@@ -118,3 +135,63 @@ def test_a_removed_blob_alone_comes_back(room: SeededRoom) -> None:
     digest = room.sh("lab-02", f"sha256sum {MODELS}/blobs/{blob}").split()[0]
     assert digest == blob[7:]
     assert room.listed("lab-02") == {"qwen2.5:7b": room.model.digest}
+
+
+def test_a_corrupt_blob_of_the_same_size_is_sent_again(room: SeededRoom) -> None:
+    """One byte flipped, the size kept: only gpulab's own sha256 check can see it."""
+    blob = room.corrupt("lab-01", room.model.model_digest)
+    result = room.deploy("corrupt blob back", "models.py")
+    assert result.rc == 0, result.describe()
+    assert result.changed_hosts == ["lab-01"], result.describe()
+    assert f"blob {blob[-64:-52]}" in result.output
+    assert room.sh("lab-01", f"sha256sum {blob}").split()[0] == blob[-64:]
+    assert room.listed("lab-01") == {"qwen2.5:7b": room.model.digest}
+    assert_unchanged(room.deploy("corrupt blob rerun", "models.py"), GUESTS)
+
+
+def _direct(room: SeededRoom, *extra: str) -> dict[str, Any]:
+    return {"models_distribution": "direct", "models_registry": room.mirror.guest_url,
+            "models": ["qwen2.5:7b", PULLED, *extra]}
+
+
+def test_direct_pulls_through_each_guests_ollama_under_the_canonical_name(
+    room: SeededRoom
+) -> None:
+    result = room.deploy("direct", "models.py", **_direct(room))
+    assert result.rc == 0, result.describe()
+    for name in GUESTS:
+        listed = room.listed(name)
+        assert listed[PULLED] == room.pulled.digest, listed
+        assert listed["qwen2.5:7b"] == room.model.digest  # complete already: not pulled
+    manifests = [r for r in room.mirror.requests if "/manifests/" in r.path]
+    assert [r.status for r in manifests] == [200, 200]  # one pull per guest, qwen not asked
+
+
+def test_direct_pulls_a_corrupt_blob_again(room: SeededRoom) -> None:
+    """``ollama pull`` would keep the corrupt file: gpulab deletes it, then pulls."""
+    blob = room.corrupt("lab-02", room.pulled.model_digest)
+    result = room.deploy("direct corrupt blob", "models.py", **_direct(room))
+    assert result.rc == 0, result.describe()
+    assert result.changed_hosts == ["lab-02"], result.describe()
+    assert room.sh("lab-02", f"sha256sum {blob}").split()[0] == blob[-64:]
+    assert room.listed("lab-02")[PULLED] == room.pulled.digest
+
+
+def test_direct_rerun_changes_nothing(room: SeededRoom) -> None:
+    assert_unchanged(room.deploy("direct rerun", "models.py", **_direct(room)), GUESTS)
+
+
+def test_an_unknown_model_fails_each_host_with_the_registrys_error(room: SeededRoom) -> None:
+    result = room.deploy("direct unknown", "models.py", **_direct(room, "nosuch:1b"))
+    # every host failed, so pyinfra stops ("No hosts remaining!") before printing its JSON:
+    # each host's failure is read from its error line in the output
+    assert result.rc != 0, result.describe()
+    for name in GUESTS:
+        assert (f"[{name}] {room.mirror.guest_url}/library/nosuch:1b: Ollama refused the pull: "
+                "pull model manifest: file does not exist (404)") in result.output, \
+            result.describe()
+
+
+def test_gpulab_verify_finds_the_room_ready(room: SeededRoom) -> None:
+    # the inventory of the last deploy that succeeded: what the hosts were given
+    assert_ready(verify(room.inventory("direct rerun"), label="models room"), GUESTS)

@@ -35,13 +35,15 @@ def seeded(tmp_path: Path) -> tuple[Path, PublishedModel]:
     return store, model
 
 
-def _host_facts(tmp_path: Path, model: PublishedModel, blobs: dict[str, int]) -> str:
-    """A recorded Debian 12 host whose store holds ``blobs`` and qwen's manifest."""
+def _host_facts(tmp_path: Path, model: PublishedModel, blobs: dict[str, int],
+                **store: list[str]) -> str:
+    """A recorded Debian 12 host whose store holds ``blobs`` and ``model``'s manifest
+    (``store``: its ``corrupt`` and ``unstamped`` blobs)."""
     recorded = json.loads((FACTS_DIR / "debian12-gtx1650.json").read_text())
     recorded["facts"]["model_store"] = {
         "manifests": [{"path": QWEN_PATH,
                        "data_base64": base64.b64encode(model.manifest).decode()}],
-        "blobs": blobs,
+        "blobs": blobs, **store,
     }
     path = tmp_path / "debian12-with-models.json"
     path.write_text(json.dumps(recorded))
@@ -135,8 +137,9 @@ def test_direct_pulls_through_the_hosts_ollama_only_what_is_missing(
     planned = plan_deploy(course_models, "debian12-gtx1650.json",
                           {"models": ["qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16"]},
                           {"uname -s": "Linux"})
-    assert _names(planned)[-3:] == ["Models: the pull client", "Models: pull qwen2.5:7b",
-                                    "Models: pull znbang/bge:large-zh-v1.5-f16"]
+    assert _names(planned)[-4:] == ["Models: the pull client", "Models: pull qwen2.5:7b",
+                                    "Models: pull znbang/bge:large-zh-v1.5-f16",
+                                    "Models: checked blobs recorded"]
     assert planned.op("pull qwen2.5:7b").text == (
         "python3 /usr/local/lib/gpulab/ollama-pull http://127.0.0.1:11434 "
         "registry.ollama.ai/library/qwen2.5:7b")
@@ -150,3 +153,62 @@ def test_direct_pulls_through_the_hosts_ollama_only_what_is_missing(
     present = plan_deploy(course_models, _host_facts(tmp_path, model, held),
                           {"models": ["qwen2.5:7b"]}, {"uname -s": "Linux"})
     assert _names(present) == ["Models: present"]
+
+
+def _held(model: PublishedModel) -> dict[str, int]:
+    return {digest.replace(":", "-"): size for digest, size in model.blobs.items()}
+
+
+def test_a_host_with_another_manifest_gets_the_stores(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    """Complete on the host, but not the store's qwen2.5:7b: its differing blobs and the
+    store's manifest are sent (seeded mode compares digests, not just presence)."""
+    store, model = seeded
+    other = RegistryStandIn(tmp_path / "other").publish("qwen2.5:7b", payload_bytes=8192)
+    planned = _plan(_host_facts(tmp_path, other, _held(other)), store)
+    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
+    differing = sorted(d[7:19] for d in model.blobs if other.blobs.get(d) != model.blobs[d])
+    assert differing  # the GGUF differs; template, params and license are shared
+    assert sorted(sent[:-1]) == [f"Models: qwen2.5:7b blob {hex12}" for hex12 in differing]
+    assert sent[-1] == "Models: qwen2.5:7b manifest"
+
+
+def test_a_corrupt_blob_is_sent_again_and_recorded(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    blob = model.model_digest.replace(":", "-")
+    planned = _plan(_host_facts(tmp_path, model, _held(model), corrupt=[blob]), store)
+    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
+    assert sent == [f"Models: qwen2.5:7b blob {blob[7:19]}"]
+    assert (f"find {MODELS}/blobs/{blob} -printf '%f %s %T@\\n' >> {MODELS}/.gpulab-verified"
+            in planned.op(f"blob {blob[7:19]}").text)
+
+
+def test_direct_deletes_a_corrupt_blob_before_the_pull(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    """``ollama pull`` takes a blob on disk as downloaded: gpulab removes a corrupt one first,
+    then records (hashing) what the pull brought."""
+    _store, model = seeded
+    blob = model.model_digest.replace(":", "-")
+    planned = plan_deploy(course_models,
+                          _host_facts(tmp_path, model, _held(model), corrupt=[blob]),
+                          {"models": ["qwen2.5:7b"]}, {"uname -s": "Linux"})
+    assert _names(planned)[-4:] == ["Models: the pull client",
+                                    f"Models: qwen2.5:7b corrupt blob {blob[7:19]} removed",
+                                    "Models: pull qwen2.5:7b", "Models: checked blobs recorded"]
+    recorded = planned.op("checked blobs recorded").text
+    assert "sha256sum" in recorded and f">> {MODELS}/.gpulab-verified" in recorded
+
+
+def test_blobs_the_fact_hashed_are_recorded_without_hashing_again(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    line = f"sha256-{'a' * 64} 12 1733330000.1234567890"
+    planned = _plan(_host_facts(tmp_path, model, _held(model), unstamped=[line]), store)
+    assert _names(planned) == ["Models: present", "Models: checked blobs recorded"]
+    assert planned.op("checked blobs recorded").text == (
+        f"printf '%s\\n' '{line}' >> {MODELS}/.gpulab-verified")
