@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gpulab.lab.fleet import Fleet
 from gpulab.lab.render import LOOPBACK
+from tests.phases import timed
 
 
 def inventory_with(fleet: Fleet, data: Mapping[str, object], path: Path,
@@ -45,6 +46,14 @@ class FleetUnderTest(Fleet):
         g = self.guests[name]
         self._require_stopped(g)
         shutil.copyfile(g.snapshot_path(label), g.overlay)
+
+    def hand_back_clean(self, name: str, label: str) -> None:
+        """Give a guest a fresh overlay and boot it: what a module that dirtied the suite's
+        scratch guest does when it ends; timed in the summary under ``label``."""
+        with timed(f"{label}: hand {name} back clean (reset + boot)"):
+            self.stop(name)
+            self.reset(name)
+            self.start(name)
 
 
     def leftovers(self, ports: dict[str, int] | None = None) -> list[str]:

@@ -31,7 +31,7 @@ from tests.fixtures.http_server import StaticServer
 from tests.fixtures.vllm_index import IndexedWheel, build_index
 from tests.fleet import FleetUnderTest
 from tests.integration.outcomes import assert_unchanged, verify
-from tests.phases import record_phase, timed
+from tests.phases import record_phase
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 pytestmark = pytest.mark.integration
@@ -112,10 +112,7 @@ def lab(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iter
         try:
             yield VllmLab(fleet, server, wheel, tmp)
         finally:
-            with timed("vllm: hand lab-02 back clean (reset + boot)"):
-                fleet.stop(GUEST)
-                fleet.reset(GUEST)
-                fleet.start(GUEST)
+            fleet.hand_back_clean(GUEST, "vllm")
 
 
 def test_fresh_install_serves_behind_the_key_from_a_root_only_file(lab: VllmLab) -> None:

@@ -34,6 +34,7 @@ from tests.fixtures.ollama_release import (
     build_release,
     corrupt_release,
 )
+from tests.fixtures.ubuntu_archive import ABI_A, ABI_B, UbuntuArchive
 from tests.needs import needs
 
 pytestmark = pytest.mark.unit
@@ -642,3 +643,44 @@ def test_apt_reads_the_stand_in_repo(cuda_repo: tuple[StaticServer, Any], tmp_pa
     assert "Candidate: 12.6.3-1" in toolkit
     # nvidia-driver-pinning-590 raises the 590 build to 1000; 580 keeps the repo's 600
     assert "590.48.01-1 1000" in driver and "580.95.05-1 600" in driver
+
+
+# ------------------------------------------------------------------------------------------
+# Ubuntu archive: kernel flavour metas and prebuilt NVIDIA modules
+# ------------------------------------------------------------------------------------------
+def _stanzas(packages: str) -> list[dict[str, str]]:
+    return [dict(line.split(": ", 1) for line in block.splitlines())
+            for block in packages.strip().split("\n\n")]
+
+
+@needs(_NEED_DEB_TOOLS, reason="dpkg-deb/gpg/gpgv missing")
+def test_ubuntu_archive_has_the_real_dependency_shape_per_abi(tmp_path: Path) -> None:
+    archive = UbuntuArchive(tmp_path / "ubuntu")
+    archive.publish(ABI_A)
+    archive.publish(ABI_B)
+    suite = tmp_path / "ubuntu/dists/noble-updates"
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(archive.keyring)
+    ok = subprocess.run(["gpgv", "--keyring", str(keyring), "InRelease"], cwd=suite,
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    release = (suite / "Release").read_text()
+    assert "Origin: Ubuntu\n" in release and "Suite: noble-updates\n" in release
+    stanzas = _stanzas((suite / "main/binary-amd64/Packages").read_text())
+    depends = {(s["Package"], s["Version"]): s.get("Depends", "") for s in stanzas}
+    # Both publications stay listed: the metas at A and at B, each pointing at its own ABI.
+    assert depends[("linux-generic", ABI_B.version)] == (
+        f"linux-image-generic (= {ABI_B.version}), linux-headers-generic (= {ABI_B.version})")
+    assert depends[("linux-image-generic", ABI_A.version)] == ABI_A.image
+    assert depends[("linux-modules-nvidia-580-open-generic", ABI_B.version)] == ABI_B.modules
+    modules = depends[(ABI_B.modules, ABI_B.version)]
+    assert modules.startswith(f"{ABI_B.image} | ")
+    assert modules.endswith("nvidia-kernel-common-580 (<= 580.105.08-1), "
+                            "nvidia-kernel-common-580 (>= 580.105.08)")
+    for stanza in stanzas:
+        deb = tmp_path / "ubuntu" / stanza["Filename"]
+        files = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True,
+                               check=True).stdout
+        # Harmless on any guest: documentation files only, never /boot or /lib/modules.
+        paths = [line.split()[-1] for line in files.splitlines() if not line.endswith("/")]
+        assert paths and all(p.startswith("./usr/share/doc/") for p in paths), files
