@@ -148,7 +148,9 @@ def refused(reason: str) -> Generator[FunctionCommand]:
 
         refused(name="Ollama: firewalld is active", reason="...")
     """
-    def fail(_state: Any, _host: Any) -> bool:
+    # pyinfra hands state and host to a callback only under exactly these names; otherwise it
+    # calls it with no arguments, which raises instead of saying the reason
+    def fail(state: Any, host: Any) -> bool:
         logger.error(f"{host.print_prefix}{reason}")
         return False
 
