@@ -13,6 +13,7 @@ from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback, State, StateStage
 from pyinfra.context import ctx_config, ctx_inventory, ctx_state
+from pyinfra_cli.exceptions import UnexpectedExternalError
 from pyinfra_cli.inventory import make_inventory
 
 
@@ -27,7 +28,10 @@ def load_state(inventory_path: str, limit: list[str] | None = None) -> State:
     state = State()
     state.cwd = str(Path.cwd())
     ctx_state.set(state)  # pyinfra reads inventory files in the context of a state
-    inventory = make_inventory(inventory_path, cwd=state.cwd)
+    try:
+        inventory = make_inventory(inventory_path, cwd=state.cwd)
+    except UnexpectedExternalError as error:  # the inventory file's own code raised
+        raise InventoryError(f"{inventory_path}: {error.exception}") from error.exception
     ctx_inventory.set(inventory)
     config = Config()
     ctx_config.set(config)

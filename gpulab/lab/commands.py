@@ -3,6 +3,7 @@
 ``up`` leaves daemonized QEMU guests running and writes ``inventory.py`` and ``ssh_config`` to
 the state dir (``<repo>/.lab`` or ``$GPULAB_LAB_DIR``), so a user can run
 ``pyinfra .lab/inventory.py deploy/gpu_host.py`` and ``ssh -F .lab/ssh_config lab-01``.
+``box`` makes the same image a Vagrant box (:mod:`gpulab.lab.vagrant`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from gpulab.lab.fleet import STATE_FILE, Fleet
+from gpulab.lab.vagrant import add_box_parser
 
 
 def default_state_dir() -> Path:
@@ -100,6 +102,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     st.set_defaults(func=_with_dir(cmd_status))
     down = sub.add_parser("down", help="power guests off and remove their overlays")
     down.set_defaults(func=_with_dir(cmd_down))
+    add_box_parser(sub)
 
 
 def _with_dir(fn: object) -> object:
