@@ -53,7 +53,7 @@ Vagrant.configure("2") do |config|
   config.vm.provider "libvirt" do |libvirt|
     libvirt.kernel = File.expand_path("vmlinuz", __dir__)
     libvirt.initrd = File.expand_path("initrd.img", __dir__)
-    libvirt.cmdline = "{KERNEL_CMDLINE}"
+    libvirt.cmd_line = "{KERNEL_CMDLINE}"
   end
 end
 """
