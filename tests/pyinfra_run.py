@@ -107,9 +107,13 @@ def run_pyinfra(
     timeout: float | None = 1800,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> PyinfraResult:
-    """``pyinfra -y --json INVENTORY OPERATIONS... [--data k=v]...``; never raises on rc != 0."""
-    cmd = [pyinfra_bin(), "-y", "--json"]
+    """``pyinfra -y --json INVENTORY OPERATIONS... [--data k=v]...``; never raises on rc != 0.
+
+    ``prefix`` runs it through a wrapper, e.g. ``("ip", "netns", "exec", NAME)``.
+    """
+    cmd = [*prefix, pyinfra_bin(), "-y", "--json"]
     for k, v in (data or {}).items():
         cmd += ["--data", f"{k}={v}"]
     if limit:

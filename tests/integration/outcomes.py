@@ -7,10 +7,11 @@ never ran; ``assert_unchanged`` requires every named host in the parsed result f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,14 @@ class Verdict:
         return json.dumps(self.raw, indent=1)[-6000:] + "\n" + self.stderr[-2000:]
 
 
-def verify(inventory: Path, *args: str, label: str = "verify") -> Verdict:
-    """``gpulab verify INVENTORY --json`` as a user runs it; timed in the summary."""
+def verify(inventory: Path, *args: str, label: str = "verify", cwd: Path = REPO,
+           prefix: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Verdict:
+    """``gpulab verify INVENTORY --json`` as a user runs it (in ``cwd``, with ``env`` added,
+    through ``prefix`` as :func:`tests.pyinfra_run.run_pyinfra`); timed in the summary."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "gpulab.cli", "verify", str(inventory),
-                           "--json", *args], capture_output=True, text=True, timeout=600,
-                          check=False, cwd=REPO)
+    done = subprocess.run([*prefix, sys.executable, "-m", "gpulab.cli", "verify",
+                           str(inventory), "--json", *args], capture_output=True, text=True,
+                          timeout=600, check=False, cwd=cwd, env={**os.environ, **(env or {})})
     raw = json.loads(done.stdout) if done.stdout.strip() else {"hosts": []}
     hosts = {h["name"]: {c["name"]: (c["status"], c["message"]) for c in h["checks"]}
              for h in raw["hosts"]}
