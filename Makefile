@@ -4,9 +4,12 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Host tools: guests (QEMU, debootstrap, mkfs.ext4 -d), test stand-ins (dpkg-deb, gpg, zstd),
-# the models bench's baseline (rsync).
+# the models bench's baseline (rsync), the Vagrant rehearsal (vagrant-libvirt brings vagrant;
+# libvirt-daemon-system brings libvirtd, virsh and iptables; dnsmasq-base, only recommended,
+# is the DHCP and DNS of libvirt's networks).
 APT_PACKAGES := debootstrap mmdebstrap qemu-system-x86 qemu-utils e2fsprogs zstd gnupg \
-	dpkg-dev openssh-client iproute2 ca-certificates chromium rsync
+	dpkg-dev openssh-client iproute2 ca-certificates chromium rsync \
+	vagrant-libvirt libvirt-daemon-system dnsmasq-base
 LAB_HOSTS ?= 2
 
 .PHONY: help setup apt venv lint test test-fast lab lab-down bench
