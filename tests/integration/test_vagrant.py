@@ -34,7 +34,6 @@ from tests.fixtures.ollama_release import build_release
 from tests.integration.conftest import UNAVAILABLE
 from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.needs import skip_or_fail
-from tests.netns import in_netns
 from tests.phases import record_phase, timed
 from tests.private_libvirt import LibvirtUnavailable, PrivateLibvirt, missing_tools
 from tests.pyinfra_run import run_pyinfra
@@ -120,8 +119,8 @@ def test_rehearsal_up_deploy_rerun_verify_destroy(
                        GPULAB_VAGRANT_LIBVIRT_DRIVER="qemu", GPULAB_VAGRANT_MEMORY="1536")
     work = tmp_path / "work"
     (work / "group_data").mkdir(parents=True)
-    releases = StaticServer(tmp_path / "www", host="0.0.0.0")
-    with AptProxy(NETNS, upstreams) as proxy, in_netns(NETNS, releases.start):
+    releases = StaticServer(tmp_path / "www", host="0.0.0.0", netns=NETNS)
+    with AptProxy(NETNS, upstreams) as proxy, releases:
         build_release(releases.root, OLLAMA)
         data = {"apt_proxy": f"http://{MANAGEMENT_GATEWAY}:{proxy.port}",
                 "ollama_download_base": f"http://{MANAGEMENT_GATEWAY}:{releases.port}",
