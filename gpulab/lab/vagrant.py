@@ -45,7 +45,8 @@ VAGRANT_INSECURE_PUBKEY = (
 )
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 quiet"
 # vagrant-libvirt's management network (192.168.121.0/24) answers DNS at its gateway
-BOX_RESOLV_CONF = "nameserver 192.168.121.1\n"
+MANAGEMENT_GATEWAY = "192.168.121.1"
+BOX_RESOLV_CONF = f"nameserver {MANAGEMENT_GATEWAY}\n"
 BOX_VAGRANTFILE = f"""\
 # The box {BOX_NAME}, written by `gpulab lab box`. Its disk is a bare ext4 filesystem with no
 # bootloader: libvirt boots the image's kernel and initrd, shipped beside it, directly.
