@@ -10,7 +10,8 @@ The private ``qemu.conf``, and why:
 
 - ``namespaces = []``, and ``/dev/kvm`` hidden (an empty file bound over it): on a machine
   whose ``/dev/kvm`` is ``kvm_pvm`` (see ``gpulab.lab.accel``) each QEMU start took ~52 s
-  otherwise. Guests use TCG (domain type ``qemu``) anyway: a stock kernel does not boot on it.
+  without them when this test was first written. Guests use TCG (domain type ``qemu``)
+  anyway: a stock kernel does not boot on ``kvm_pvm``.
 - ``user``/``group`` root: the box's kernel and initrd (direct boot) live under the test's
   ``VAGRANT_HOME``, which the usual ``libvirt-qemu`` user cannot read.
 - ``security_driver = "none"``, ``cgroup_controllers = []``: no AppArmor profiles or systemd
