@@ -8,8 +8,8 @@ vagrant-libvirt box ``gpulab/debian12``, for machines that cannot download a box
   and DNS at the gateway of vagrant-libvirt's management network;
 - written as ``box.img`` (qcow2 of a bare ext4 filesystem, no bootloader), so the box's own
   Vagrantfile has libvirt boot the image's kernel and initrd directly (``/dev/vda`` is root);
-- packed once per image into ``<cache>/boxes/<image>/gpulab-debian12.box``, then
-  ``vagrant box add --force``.
+- packed once per image and version of this file into
+  ``<cache>/boxes/<image>-<hash>/gpulab-debian12.box``, then ``vagrant box add --force``.
 
 :func:`parse_ssh_config` and :func:`vagrant_hosts` turn ``vagrant ssh-config`` into pyinfra
 host data (``inventories/vagrant.py``), so pyinfra and ``gpulab verify`` reach the same guests.
@@ -18,6 +18,7 @@ host data (``inventories/vagrant.py``), so pyinfra and ``gpulab verify`` reach t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -183,7 +184,8 @@ def cmd_box(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     image = ensure_image(log=lambda m: print(m, file=sys.stderr))
-    box_file = build_box(image, cache_root() / "boxes" / image.dir.name,
+    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]  # user, key, files
+    box_file = build_box(image, cache_root() / "boxes" / f"{image.dir.name}-{recipe}",
                          log=lambda m: print(m, file=sys.stderr))
     _run(["vagrant", "box", "add", "--force", "--name", args.name, str(box_file)])
     print(f"box {args.name} added: `vagrant up --provider libvirt` (see the Vagrantfile)")
