@@ -241,6 +241,20 @@ def cmd_facts(args: argparse.Namespace) -> int:
     return 1 if failed or not written else 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    """The inventory data reference, from the settings models."""
+    from gpulab.reference import data_reference, readme_table, update_readme
+
+    if args.update:
+        changed = update_readme(Path(args.update))
+        print(f"{args.update}: data reference {'updated' if changed else 'already current'}")
+    elif args.json:
+        _print_json(data_reference())
+    else:
+        print(readme_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="gpulab", description=__doc__)
@@ -279,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument("--debug", action="store_true",
                        help="print pyinfra's and SSH's messages instead of logging them")
     facts.set_defaults(func=cmd_facts)
+
+    reference = commands.add_parser("reference", help="the inventory data keys, their defaults "
+                                    "and meanings (the README's table)")
+    reference.add_argument("--json", action="store_true")
+    reference.add_argument("--update", metavar="README",
+                           help="rewrite the table between the README's markers")
+    reference.set_defaults(func=cmd_reference)
 
     from gpulab.lab.commands import add_lab_parser
     from gpulab.models.commands import add_models_parser

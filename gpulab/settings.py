@@ -232,7 +232,8 @@ class Settings(BaseModel):
     # --- course models ----------------------------------------------------------------
     models: list[str] = Field(
         default_factory=lambda: list(COURSE_MODELS),
-        description="Ollama model names every host gets.",
+        description="Ollama model names every host gets (checked as Ollama reads them: "
+        "`gpulab models resolve NAME`).",
     )
     models_distribution: Literal["direct", "seeded"] = Field(
         default="direct",
@@ -326,8 +327,9 @@ class Settings(BaseModel):
     # --- dry run --------------------------------------------------------------------------
     gpulab_recorded_facts: str | None = Field(
         default=None,
-        description="@fake hosts only: an absolute path to a `gpulab facts` file; the deploy "
-        "and `gpulab plan` use it instead of the host's live facts (a dry run).",
+        description="`@fake` hosts only: absolute path of a `gpulab facts` file that replaces "
+        "the host's live facts, in the deploy and in `gpulab plan` (a dry run). Refused on any "
+        "other host.",
     )
     gpulab_stand_in_facts: str | None = Field(
         default=None,
