@@ -155,21 +155,31 @@ def _gather_live(
     return facts, problems
 
 
+def _via(plan: HostPlan, *routes: str) -> str:
+    """`` (via room cache 10.0.0.5)`` on a line whose bytes come through the cache."""
+    through = any(route in plan.via_room_cache for route in routes)
+    return f" (via room cache {plan.room_cache})" if through else ""
+
+
 def _plan_row(plan: HostPlan) -> str:
     driver = (f"{plan.driver.source} {plan.driver.branch} {plan.driver.flavour}"
               if plan.driver.source else "none")
+    driver_route = "nvidia" if plan.driver.source == "cuda-repo" else "apt"
     lines = [
         f"{plan.host}  [{plan.platform}]  gpus: {', '.join(plan.gpus) or 'none'}",
-        f"  driver:  {driver} — {plan.driver.reason}",
+        f"  driver:  {driver} — {plan.driver.reason}"
+        + (_via(plan, driver_route) if plan.driver.source else ""),
         *([f"  driver packages: {' '.join(plan.driver.packages)}"] if plan.driver.packages
           else []),
-        f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}",
+        f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}"
+        + (_via(plan, "nvidia") if plan.toolkit.version else ""),
         *([f"  cuda package: {plan.toolkit.package}={plan.toolkit.apt_version}"]
           if plan.toolkit.package else []),
-        f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}",
+        f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}" + _via(plan, "ollama"),
         f"  reboot:  {'maybe' if plan.reboot.may_be_needed else 'no'} — {plan.reboot.reason}",
     ]
-    lines += [f"  model:   {fit.name} — {fit.reason}" for fit in plan.models]
+    lines += [f"  model:   {fit.name} — {fit.reason}"
+              + (_via(plan, "models") if fit.action == "copy" else "") for fit in plan.models]
     if plan.vllm.enabled:
         lines += [f"  vllm:    {plan.vllm.requirement} — {plan.vllm.reason}",
                   f"  vllm:    serves {plan.vllm.model} on {plan.vllm.base_url}, "
