@@ -362,7 +362,8 @@ def _download_lines(version: str, machine: str, base: str, sha256: str | None,
     if no_proxy:
         lines.append(f"no_proxy={_q(','.join(no_proxy))}; NO_PROXY=$no_proxy")
         lines.append("export no_proxy NO_PROXY")
-    return lines + [
+    return [
+        *lines,
         'mkdir -p "$cache"',
         # curl's own --retry also retries a name that does not resolve: the loop below
         # retries only transfers that can succeed later, and says the rest once.
@@ -480,7 +481,7 @@ def mirror_script(
         'mv -f "$part" "$cache/$name"',
         # sha256sum.txt is written last: a listed archive is a complete one.
         'sums="$cache/sha256sum.txt"',
-        '{ [ -f "$sums" ] && grep -v "  $name\$" "$sums" || true; } > "$sums.new"',
+        r'{ [ -f "$sums" ] && grep -v "  $name\$" "$sums" || true; } > "$sums.new"',
         'echo "$actual  $name" >> "$sums.new"',
         'chmod 644 "$sums.new"',
         'mv -f "$sums.new" "$sums"',
