@@ -38,6 +38,8 @@ COURSE_MODELS = ("qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16")
 # the Ollama releases, cuda-keyring and the model store under its document root.
 APT_CACHER_PORT = 3142
 ROOM_CACHE_PATHS = {"ollama": "/ollama", "nvidia": "/nvidia", "models": "/models"}
+# Written last by deploy/room_cache.py; hosts check it answers before they use the cache.
+ROOM_CACHE_MARKER = "/gpulab-room-cache.txt"
 _DURATION = re.compile(r"^-?\d+(ns|us|ms|s|m|h)?$|^(-?\d+(\.\d+)?(h|m|s))+$")
 
 
