@@ -40,6 +40,11 @@ APT_CACHER_PORT = 3142
 ROOM_CACHE_PATHS = {"ollama": "/ollama", "nvidia": "/nvidia", "models": "/models"}
 # Written last by deploy/room_cache.py; hosts check it answers before they use the cache.
 ROOM_CACHE_MARKER = "/gpulab-room-cache.txt"
+Machine = Literal["x86_64", "aarch64"]
+RepoDistro = Literal["ubuntu2204", "ubuntu2404", "debian12", "wsl-ubuntu"]
+ROOM_CACHE_MACHINES: tuple[Machine, ...] = ("x86_64",)
+ROOM_CACHE_DISTROS: tuple[RepoDistro, ...] = ("ubuntu2204", "ubuntu2404", "debian12",
+                                              "wsl-ubuntu")
 _DURATION = re.compile(r"^-?\d+(ns|us|ms|s|m|h)?$|^(-?\d+(\.\d+)?(h|m|s))+$")
 
 
@@ -420,6 +425,16 @@ class Settings(BaseModel):
     room_cidrs: list[str] = Field(
         default_factory=list,
         description="The room's networks (CIDRs): the only clients the room cache serves.",
+    )
+    room_cache_machines: list[Machine] = Field(
+        default_factory=lambda: list(ROOM_CACHE_MACHINES),
+        description="On the room cache: the machines (uname -m) whose Ollama release it "
+        "keeps.",
+    )
+    room_cache_nvidia_distros: list[RepoDistro] = Field(
+        default_factory=lambda: list(ROOM_CACHE_DISTROS),
+        description="On the room cache: NVIDIA repository distros whose cuda-keyring it "
+        "keeps.",
     )
     room_cache_dir: str = Field(
         default="/srv/gpulab-cache",
