@@ -147,22 +147,27 @@ def _room_cache_values(settings: Settings) -> dict[str, Any]:
     return {
         "apt_proxy": f"http://{host}:{APT_CACHER_PORT}",
         "ollama_download_base": cache + ROOM_CACHE_PATHS["ollama"],
-        "nvidia_repo_base": acng_https_url(settings.nvidia_repo_base),
     }
 
 
 def through_room_cache(settings: Settings) -> Settings:
     """``settings`` with the keys the room cache serves derived from ``room_cache``.
 
-    A key set in the inventory wins; ``from_room_cache`` tells the plan which values came
-    from the cache.
+    A key set in the inventory wins. Through the cache's apt-cacher-ng, NVIDIA's HTTPS
+    repository (``nvidia_repo_base``, NVIDIA's or a mirror) is reached by its
+    ``http://HTTPS///`` route, so the room fetches it once. ``from_room_cache`` tells the plan
+    which values came from the cache.
 
     >>> s = through_room_cache(Settings(room_cache="10.0.0.5", room_cidrs=["10.0.0.0/24"]))
     >>> s.apt_proxy, s.ollama_download_base
     ('http://10.0.0.5:3142', 'http://10.0.0.5/ollama')
+    >>> s.nvidia_repo_base
+    'http://HTTPS///developer.download.nvidia.com/compute/cuda/repos'
     """
     update = {key: value for key, value in _room_cache_values(settings).items()
               if key not in settings.model_fields_set}
+    if "apt_proxy" in update:
+        update["nvidia_repo_base"] = acng_https_url(settings.nvidia_repo_base)
     return settings.model_copy(update=update)
 
 
@@ -170,6 +175,8 @@ def from_room_cache(settings: Settings, key: str) -> bool:
     """Whether ``key`` (``apt_proxy``, ``ollama_download_base``, ``nvidia_repo_base``) is
     reached through the room cache."""
     values = _room_cache_values(settings)
+    if key == "nvidia_repo_base":
+        return from_room_cache(settings, "apt_proxy")
     return key in values and getattr(settings, key) == values[key]
 
 
