@@ -107,7 +107,7 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
 
 
 @operation()
-def verified_download(url: str, dest: str, sha256: str, staging_dir: str, cache: str,
+def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
                       stamp: str | None = None, owner: str = OWNER) -> Generator[str]:
     """``url`` (on the room cache) at ``dest`` on the host, only if its sha256 checks out.
 
@@ -117,13 +117,13 @@ def verified_download(url: str, dest: str, sha256: str, staging_dir: str, cache:
 
     .. code:: python
 
-        verified_download(name="blob 2bada8a74506", cache="10.0.0.5",
+        verified_download(name="blob 2bada8a74506",
                           url="http://10.0.0.5/models/blobs/sha256-2bada8...",
                           dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
                           sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
     """
     staged = shlex.quote(_staged(dest, staging_dir))
-    unreachable = shlex.quote(f"room cache {cache}: cannot download {url}")
+    unreachable = shlex.quote(f"{url}: cannot download it from the room cache")
     yield (f"set -e; if ! curl -fsS --retry 5 --retry-connrefused --connect-timeout 30 "
            f"-C - -o {staged} {shlex.quote(url)}; then rc=$?; rm -f {staged}; "
            f"echo {unreachable}\" (curl exit $rc); is the cache's nginx running? "
@@ -289,7 +289,7 @@ def copied_from_store(store_root: str, model_name: str, root: str, held: ModelSt
         else:
             verified_download(name=f"Models: {label} from the room cache",
                               url=f"{source_url}/{relative}", dest=dest, sha256=sha256,
-                              staging_dir=blobs_dir, cache=source_url,
+                              staging_dir=blobs_dir,
                               stamp=stamp if record else None, owner=owner)
 
     for layer in model.manifest.blobs:

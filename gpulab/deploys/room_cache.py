@@ -129,11 +129,13 @@ def _served_files(settings: Settings) -> None:
         )
     nvidia = _upstream(settings, "nvidia_repo_base")
     for distro in settings.room_cache_nvidia_distros:
-        relative = f"{distro}/x86_64/{CUDA_KEYRING}"
+        keyring_dir = posixpath.join(root + ROOM_CACHE_PATHS["nvidia"], distro, "x86_64")
+        files.directory(name=f"Room cache: {keyring_dir}", path=keyring_dir, mode="755",
+                        present=True)
         files.download(name=f"Room cache: cuda-keyring for {distro}",
-                       src=f"{nvidia}/{relative}",
-                       dest=posixpath.join(root + ROOM_CACHE_PATHS["nvidia"], relative),
-                       mode="644", proxy=settings.https_proxy)
+                       src=f"{nvidia}/{distro}/x86_64/{CUDA_KEYRING}",
+                       dest=posixpath.join(keyring_dir, CUDA_KEYRING), mode="644",
+                       proxy=settings.https_proxy)
     models_root = root + ROOM_CACHE_PATHS["models"]
     if settings.models_store is None:
         say(name="Room cache: no models", message="models_store is not set: the cache serves "
