@@ -108,10 +108,13 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
 
 @operation()
 def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
-                      stamp: str | None = None, owner: str = OWNER) -> Generator[str]:
-    """``url`` (on the room cache) at ``dest`` on the host, only if its sha256 checks out.
+                      stamp: str | None = None, owner: str = OWNER,
+                      proxy: str | None = None) -> Generator[str]:
+    """``url`` (the room cache, or a registry) at ``dest`` on the host, only if its sha256
+    checks out.
 
-    Downloaded by the host itself with curl, resumed (``-C -``) into the staged name, then
+    Downloaded by the host itself with curl (redirects followed, through ``proxy`` if one),
+    resumed (``-C -``) into the staged name, then
     checked, owned, touched and renamed as :func:`verified_file` does. An unreachable cache
     fails this host alone, naming the cache and the URL.
 
@@ -123,11 +126,13 @@ def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
                           sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
     """
     staged = shlex.quote(_staged(dest, staging_dir))
-    unreachable = shlex.quote(f"{url}: cannot download it from the room cache")
-    yield (f"set -e; if ! curl -fsS --retry 5 --retry-connrefused --connect-timeout 30 "
-           f"-C - -o {staged} {shlex.quote(url)}; then rc=$?; rm -f {staged}; "
-           f"echo {unreachable}\" (curl exit $rc); is the cache's nginx running? "
-           f"(pyinfra INVENTORY deploy/room_cache.py)\" >&2; exit 1; fi; "
+    unreachable = shlex.quote(f"{url}: cannot download it")
+    via = f"-x {shlex.quote(proxy)} " if proxy else ""
+    # An HTTP error (22), such as 416 for a staged file already whole, restarts it next run.
+    yield (f"set -e; curl -fsSL --retry 5 --retry-connrefused --connect-timeout 30 {via}"
+           f"-C - -o {staged} {shlex.quote(url)} || {{ rc=$?; [ $rc != 22 ] || rm -f {staged}; "
+           f"echo {unreachable}\" (curl exit $rc; a partial download is resumed on the next "
+           f"run); is the room cache's nginx (or the registry) reachable?\" >&2; exit 1; }}; "
            + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
 import pytest
 
 from gpulab.deploys.apt import apt_base
+from gpulab.deploys.context import GpulabDataError
 from gpulab.deploys.cuda import cuda_toolkit
 from gpulab.deploys.models import course_models
 from gpulab.deploys.ollama import ollama
@@ -63,13 +65,29 @@ def test_the_cache_serves_the_room_only_and_fills_from_the_upstreams(
     assert planned.names()[-1].endswith("marker (written last)")
 
 
-def test_the_cache_without_a_store_serves_no_models_and_needs_the_rooms_networks(
-    tmp_path: Path,
+def test_without_a_store_the_cache_fetches_the_models_from_the_registry_itself(
+    seeded: tuple[Path, PublishedModel],  # noqa: F811
 ) -> None:
-    planned = plan_deploy(room_cache, "debian12-gtx1650.json", ROOM, {"uname -s": "Linux"})
-    assert "Room cache: no models" in " ".join(planned.names())
-    from gpulab.deploys.context import GpulabDataError
+    _store, model = seeded
+    manifest_url = "https://registry.ollama.ai/v2/library/qwen2.5/manifests/7b"
+    answer = base64.b64encode(model.manifest).decode()
+    planned = plan_deploy(room_cache, "debian12-gtx1650.json", {**ROOM, "models": ["qwen2.5:7b"]},
+                          {"uname -s": "Linux", re.compile(r"-H 'Accept: application/vnd"): answer})
+    for digest in model.blobs:
+        blob = planned.op(f"blob {digest[7:19]} from https://registry.ollama.ai").text
+        assert f"https://registry.ollama.ai/v2/library/qwen2.5/blobs/{digest}" in blob
+        assert f"echo {digest[7:]}'  '{ROOT}/models/blobs/.gpulab-" in blob
+    written = planned.op("qwen2.5:7b manifest (written last)").text
+    assert f"upload {ROOT}/models/manifests/{QWEN_PATH}" in written
+    assert model.manifest.decode() in written
+    down = plan_deploy(room_cache, "debian12-gtx1650.json", {**ROOM, "models": ["qwen2.5:7b"]},
+                       {"uname -s": "Linux", re.compile(r"-H 'Accept: application/vnd"):
+                        "curl exit 6"})
+    assert "blob" not in " ".join(down.names())
+    assert any(f"qwen2.5:7b from {manifest_url.split('/v2')[0]}" in n for n in down.names())
 
+
+def test_the_cache_needs_the_rooms_networks() -> None:
     with pytest.raises(GpulabDataError, match="room_cidrs"):
         plan_deploy(room_cache, "debian12-gtx1650.json", {}, {"uname -s": "Linux"})
 
@@ -98,7 +116,7 @@ def test_a_host_takes_apt_nvidia_ollama_and_models_from_the_cache(
     for digest in model.blobs:
         blob = models.op(f"blob {digest[7:19]} from the room cache").text
         assert f"http://10.0.0.5/models/blobs/{digest.replace(':', '-')}" in blob
-        assert "cannot download it from the room cache" in blob
+        assert "cannot download it" in blob
         assert "upload" not in blob  # nothing is sent from the instructor's machine
     assert (f"http://10.0.0.5/models/manifests/{QWEN_PATH}"
             in models.op("manifest from the room cache").text)
