@@ -21,6 +21,8 @@ the store's stamp file, so a rerun hashes nothing it has seen unchanged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import posixpath
 import shlex
 from collections.abc import Generator
@@ -32,12 +34,13 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from gpulab.deploys.common import gpulab_deploy, say, template
+from gpulab.deploys.common import gpulab_deploy, refused, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
+from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import blob_check_command, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import Store, StoredModel
+from gpulab.models.store import Store, StoredModel, StoreError, parse_manifest
 from gpulab.plan.host import HostPlan
 from gpulab.plan.models import ModelFit
 from gpulab.settings import ROOM_CACHE_PATHS, Settings
@@ -47,7 +50,7 @@ PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
 
 
 @cache
-def _complete_in_store(root: str, name_text: str) -> StoredModel:
+def complete_in_store(root: str, name_text: str) -> StoredModel:
     """The instructor's copy of a model, every blob checked once per run (not once per host)."""
     name = parse_model_name(name_text)
     store = Store(Path(root).expanduser())
@@ -253,33 +256,55 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
         _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run,
                    settings.ollama_models_dir)
         return
-    if settings.models_store is None:
-        raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
-                              "instructor's store (gpulab models fetch --store DIR)\n"
-                              "nothing was changed")
     cache = settings.room_cache_url
+    if settings.models_store is None and cache is None:
+        raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
+                              "instructor's store (gpulab models fetch --store DIR) or a "
+                              "room_cache\nnothing was changed")
+    source_url = cache + ROOM_CACHE_PATHS["models"] if cache else None
     for fit in to_bring:
-        model = copied_from_store(
-            settings.models_store, fit.name, settings.ollama_models_dir,
-            host_facts(host).model_store, fit.manifest_digest, OWNER,
-            source_url=cache + ROOM_CACHE_PATHS["models"] if cache else None,
-        )
+        if settings.models_store is not None:
+            model = complete_in_store(settings.models_store, fit.name)
+        else:
+            assert source_url is not None
+            found = _manifest_on_the_cache(source_url, fit.name)
+            if found is None:
+                continue
+            model = found
+        copied_from_store(model, settings.models_store, settings.ollama_models_dir,
+                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url)
         if plan.ollama.service_can_run:
             listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
                              model=model.name.short, api_base=api_base)
 
 
-def copied_from_store(store_root: str, model_name: str, root: str, held: ModelStoreFacts,
-                      held_digest: str | None, owner: str, source_url: str | None = None,
-                      ) -> StoredModel:
-    """One model of the instructor's store into the Ollama-layout store at ``root``.
+def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | None:
+    """A model's manifest as the room cache serves it to this host (read as a fact); None,
+    with this host refused, when the cache has none."""
+    name = parse_model_name(name_text)
+    url = f"{source_url}/{name.manifest_path}"
+    answer = host.get_fact(RegistryManifest, url=url)
+    try:
+        data = base64.b64decode(answer or "", validate=True)
+        return StoredModel(name, data, parse_manifest(data, url))
+    except (binascii.Error, StoreError):
+        refused(name=f"Models: {name.short} on the room cache", reason=(
+            f"{url}: the room cache has no {name.short} ({answer}): add it to the cache's "
+            "models and run deploy/room_cache.py again"))
+        return None
+
+
+def copied_from_store(model: StoredModel, store_root: str | None, root: str,
+                      held: ModelStoreFacts, held_digest: str | None, owner: str,
+                      source_url: str | None = None) -> None:
+    """One model of a store into the Ollama-layout store at ``root``.
 
     Only the blobs ``held`` lacks move, each checked on the host; the manifest last, when
-    its digest differs from ``held_digest``. ``source_url``: the same store served over HTTP
-    (the room cache), which the host downloads from instead of being sent the files.
+    its digest differs from ``held_digest``. They are sent from the instructor's store at
+    ``store_root``, or, with ``source_url`` (the room cache serving a store over HTTP),
+    downloaded by the host itself.
     """
-    model = _complete_in_store(store_root, model_name)
-    store = Store(Path(store_root).expanduser())
+    store = Store(Path(store_root or ".").expanduser())
     blobs_dir = posixpath.join(root, "blobs")
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {root}/{level}/", path=posixpath.join(root, level),
@@ -309,4 +334,3 @@ def copied_from_store(store_root: str, model_name: str, root: str, held: ModelSt
                             user=owner, group=owner, mode="755")
         bring(f"{model.name.short} manifest", model.name.manifest_path,
               store.manifest_file(model.name), model.digest, record=False)
-    return model

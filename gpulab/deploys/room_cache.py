@@ -31,7 +31,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from gpulab.deploys.common import changed, gpulab_deploy, refused, template
 from gpulab.deploys.context import GpulabDataError, host_settings
-from gpulab.deploys.models import copied_from_store, verified_download
+from gpulab.deploys.models import complete_in_store, copied_from_store, verified_download
 from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import OllamaModelStore, stamp_path
@@ -147,8 +147,8 @@ def _served_files(settings: Settings) -> None:
         name = parse_model_name(name_text)
         held_digest = digests.get(name.manifest_path.removeprefix("manifests/"))
         if settings.models_store is not None:
-            copied_from_store(settings.models_store, name_text, models_root, held, held_digest,
-                              "root")
+            copied_from_store(complete_in_store(settings.models_store, name_text),
+                              settings.models_store, models_root, held, held_digest, "root")
         else:
             _fetched_by_the_cache(settings, name_text, models_root, held, held_digest)
 

@@ -120,3 +120,21 @@ def test_a_host_takes_apt_nvidia_ollama_and_models_from_the_cache(
         assert "upload" not in blob  # nothing is sent from the instructor's machine
     assert (f"http://10.0.0.5/models/manifests/{QWEN_PATH}"
             in models.op("manifest from the room cache").text)
+
+
+def test_without_a_store_here_a_host_reads_the_manifest_from_the_cache(
+    seeded: tuple[Path, PublishedModel],  # noqa: F811
+) -> None:
+    _store, model = seeded
+    data = {**ROOM, "models": ["qwen2.5:7b"], "models_distribution": "seeded"}
+    answer = base64.b64encode(model.manifest).decode()
+    planned = plan_deploy(course_models, "ubuntu2404-rtx5090.json", data, {
+        "uname -s": "Linux", re.compile(r"-H 'Accept: application/vnd"): answer})
+    names = " ".join(planned.names())
+    assert all(f"blob {digest[7:19]} from the room cache" in names for digest in model.blobs)
+    manifest = planned.op("qwen2.5:7b manifest from the room cache").text
+    assert f"http://10.0.0.5/models/manifests/{QWEN_PATH}" in manifest
+    missing = plan_deploy(course_models, "ubuntu2404-rtx5090.json", data, {
+        "uname -s": "Linux", re.compile(r"-H 'Accept: application/vnd"): "curl exit 22"})
+    assert [n.rpartition(" | ")[2] for n in missing.names()][-1] == (
+        "Models: qwen2.5:7b on the room cache")
