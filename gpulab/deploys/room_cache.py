@@ -21,6 +21,7 @@ import base64
 import binascii
 import ipaddress
 import posixpath
+import urllib.parse
 from collections.abc import Generator
 from io import BytesIO, StringIO
 
@@ -96,11 +97,25 @@ def _upstream(settings: Settings, key: str) -> str:
     return upstream_url(value)
 
 
+def upstream_ports(urls: list[str]) -> list[int]:
+    """The ports apt-cacher-ng must be allowed to reach: HTTP, HTTPS and any upstream's own.
+
+    >>> upstream_ports(["https://developer.download.nvidia.com/compute", "http://m.lab:8080/a"])
+    [80, 443, 8080]
+    """
+    ports = {80, 443}
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        ports.add(parsed.port or (443 if parsed.scheme == "https" else 80))
+    return sorted(ports)
+
+
 def _apt_cacher(settings: Settings) -> None:
     config = files.template(
-        name="apt-cacher-ng: port, no report page, libwrap",
+        name="apt-cacher-ng: port, upstream ports, no report page, libwrap",
         src=template("room_cache/apt-cacher-ng.conf.j2"), dest=ACNG_CONF, mode="644",
         port=APT_CACHER_PORT,
+        upstream_ports=upstream_ports([_upstream(settings, "nvidia_repo_base")]),
     )
     allowed = files.line(
         name="apt-cacher-ng: the room's networks (hosts.allow)", path="/etc/hosts.allow",

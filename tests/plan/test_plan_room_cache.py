@@ -38,6 +38,7 @@ def test_the_cache_serves_the_room_only_and_fills_from_the_upstreams(
     assert "apt-cacher-ng nginx curl" in planned.op("apt-cacher-ng, nginx").text
     acng = planned.op("apt-cacher-ng: port").text
     assert "Port: 3142" in acng and "\nReportPage:\n" in acng and "UseWrap: 1" in acng
+    assert "AllowUserPorts: 80 443\n" in acng
     assert ("apt-cacher-ng: 127.0.0.1 10.0.0.0/255.255.255.0 10.0.1.0/255.255.255.0"
             in planned.op("hosts.allow").text)
     assert "apt-cacher-ng: ALL" in planned.op("hosts.deny").text
