@@ -155,21 +155,31 @@ def _gather_live(
     return facts, problems
 
 
+def _via(plan: HostPlan, *routes: str) -> str:
+    """`` (via room cache 10.0.0.5)`` on a line whose bytes come through the cache."""
+    through = any(route in plan.via_room_cache for route in routes)
+    return f" (via room cache {plan.room_cache})" if through else ""
+
+
 def _plan_row(plan: HostPlan) -> str:
     driver = (f"{plan.driver.source} {plan.driver.branch} {plan.driver.flavour}"
               if plan.driver.source else "none")
+    driver_route = "nvidia" if plan.driver.source == "cuda-repo" else "apt"
     lines = [
         f"{plan.host}  [{plan.platform}]  gpus: {', '.join(plan.gpus) or 'none'}",
-        f"  driver:  {driver} — {plan.driver.reason}",
+        f"  driver:  {driver} — {plan.driver.reason}"
+        + (_via(plan, driver_route) if plan.driver.source else ""),
         *([f"  driver packages: {' '.join(plan.driver.packages)}"] if plan.driver.packages
           else []),
-        f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}",
+        f"  cuda:    {plan.toolkit.version or 'none'} — {plan.toolkit.reason}"
+        + (_via(plan, "nvidia") if plan.toolkit.version else ""),
         *([f"  cuda package: {plan.toolkit.package}={plan.toolkit.apt_version}"]
           if plan.toolkit.package else []),
-        f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}",
+        f"  ollama:  {plan.ollama.version} — {plan.ollama.reason}" + _via(plan, "ollama"),
         f"  reboot:  {'maybe' if plan.reboot.may_be_needed else 'no'} — {plan.reboot.reason}",
     ]
-    lines += [f"  model:   {fit.name} — {fit.reason}" for fit in plan.models]
+    lines += [f"  model:   {fit.name} — {fit.reason}"
+              + (_via(plan, "models") if fit.action == "copy" else "") for fit in plan.models]
     if plan.vllm.enabled:
         lines += [f"  vllm:    {plan.vllm.requirement} — {plan.vllm.reason}",
                   f"  vllm:    serves {plan.vllm.model} on {plan.vllm.base_url}, "
@@ -241,6 +251,20 @@ def cmd_facts(args: argparse.Namespace) -> int:
     return 1 if failed or not written else 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    """The inventory data reference, from the settings models."""
+    from gpulab.reference import data_reference, readme_table, update_readme
+
+    if args.update:
+        changed = update_readme(Path(args.update))
+        print(f"{args.update}: data reference {'updated' if changed else 'already current'}")
+    elif args.json:
+        _print_json(data_reference())
+    else:
+        print(readme_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="gpulab", description=__doc__)
@@ -279,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument("--debug", action="store_true",
                        help="print pyinfra's and SSH's messages instead of logging them")
     facts.set_defaults(func=cmd_facts)
+
+    reference = commands.add_parser("reference", help="the inventory data keys, their defaults "
+                                    "and meanings (the README's table)")
+    reference.add_argument("--json", action="store_true")
+    reference.add_argument("--update", metavar="README",
+                           help="rewrite the table between the README's markers")
+    reference.set_defaults(func=cmd_reference)
 
     from gpulab.lab.commands import add_lab_parser
     from gpulab.models.commands import add_models_parser

@@ -25,7 +25,7 @@ from gpulab.models.names import ModelNameError, parse_model_name
 
 GPULAB_PREFIXES = (
     "apt_", "nvidia_", "driver_", "cuda_", "ollama_", "models", "vllm_", "reboot_",
-    "https_proxy", "no_proxy", "gpulab_",
+    "https_proxy", "no_proxy", "gpulab_", "room_",
 )
 
 OLLAMA_DOWNLOAD_BASE = "https://github.com/ollama/ollama/releases/download"
@@ -34,6 +34,17 @@ OLLAMA_REGISTRY = "https://registry.ollama.ai"
 VLLM_WHEEL_INDEX_BASE = "https://wheels.vllm.ai"
 TORCH_INDEX_BASE = "https://download.pytorch.org/whl"
 COURSE_MODELS = ("qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16")
+# The room cache (deploy/room_cache.py): apt-cacher-ng's own port, and where nginx serves
+# the Ollama releases, cuda-keyring and the model store under its document root.
+APT_CACHER_PORT = 3142
+ROOM_CACHE_PATHS = {"ollama": "/ollama", "nvidia": "/nvidia", "models": "/models"}
+# Written last by deploy/room_cache.py; hosts check it answers before they use the cache.
+ROOM_CACHE_MARKER = "/gpulab-room-cache.txt"
+Machine = Literal["x86_64", "aarch64"]
+RepoDistro = Literal["ubuntu2204", "ubuntu2404", "debian12", "wsl-ubuntu"]
+ROOM_CACHE_MACHINES: tuple[Machine, ...] = ("x86_64",)
+ROOM_CACHE_DISTROS: tuple[RepoDistro, ...] = ("ubuntu2204", "ubuntu2404", "debian12",
+                                              "wsl-ubuntu")
 _DURATION = re.compile(r"^-?\d+(ns|us|ms|s|m|h)?$|^(-?\d+(\.\d+)?(h|m|s))+$")
 
 
@@ -92,6 +103,91 @@ def ollama_listen_address(value: str) -> tuple[str, int]:
     if not 0 < number < 65536:
         raise ValueError(f"{value!r}: port {number} is out of range")
     return host, number
+
+
+def room_cache_address(value: str) -> tuple[str, int]:
+    """``room_cache``'s IP address and nginx port.
+
+    >>> room_cache_address("10.0.0.5")
+    ('10.0.0.5', 80)
+    >>> room_cache_address("10.0.0.5:8080")
+    ('10.0.0.5', 8080)
+    """
+    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "80")
+    try:
+        address = str(ipaddress.IPv4Address(host))
+    except ValueError:
+        raise ValueError(f"{value!r}: write the cache's IPv4 address, optionally with the "
+                         "port of its nginx (10.0.0.5 or 10.0.0.5:8080)") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: port {port!r} is not a port number")
+    return address, int(port)
+
+
+def acng_https_url(url: str) -> str:
+    """An HTTPS repository as apt-cacher-ng caches it: ``http://HTTPS///host/path``.
+
+    apt asks the proxy for plain HTTP; apt-cacher-ng fetches it from ``https://host/path``
+    (its manual, "SSL/TLS remote repositories"). apt still checks the repository's signature.
+
+    >>> acng_https_url("https://developer.download.nvidia.com/compute/cuda/repos")
+    'http://HTTPS///developer.download.nvidia.com/compute/cuda/repos'
+    >>> acng_https_url("http://mirror.lab/cuda")
+    'http://mirror.lab/cuda'
+    """
+    scheme, _, rest = url.partition("://")
+    return f"http://HTTPS///{rest}" if scheme == "https" else url
+
+
+def _room_cache_values(settings: Settings) -> dict[str, Any]:
+    cache = settings.room_cache_url
+    if cache is None or settings.room_cache is None:
+        return {}
+    host, _ = room_cache_address(settings.room_cache)
+    return {
+        "apt_proxy": f"http://{host}:{APT_CACHER_PORT}",
+        "ollama_download_base": cache + ROOM_CACHE_PATHS["ollama"],
+    }
+
+
+def through_room_cache(settings: Settings) -> Settings:
+    """``settings`` with the keys the room cache serves derived from ``room_cache``.
+
+    A key set in the inventory wins. Through the cache's apt-cacher-ng, NVIDIA's HTTPS
+    repository (``nvidia_repo_base``, NVIDIA's or a mirror) is reached by its
+    ``http://HTTPS///`` route, so the room fetches it once. ``from_room_cache`` tells the plan
+    which values came from the cache.
+
+    >>> s = through_room_cache(Settings(room_cache="10.0.0.5", room_cidrs=["10.0.0.0/24"]))
+    >>> s.apt_proxy, s.ollama_download_base
+    ('http://10.0.0.5:3142', 'http://10.0.0.5/ollama')
+    >>> s.nvidia_repo_base
+    'http://HTTPS///developer.download.nvidia.com/compute/cuda/repos'
+    """
+    update = {key: value for key, value in _room_cache_values(settings).items()
+              if key not in settings.model_fields_set}
+    if "apt_proxy" in update:
+        update["nvidia_repo_base"] = acng_https_url(settings.nvidia_repo_base)
+    return settings.model_copy(update=update)
+
+
+def from_room_cache(settings: Settings, key: str) -> bool:
+    """Whether ``key`` (``apt_proxy``, ``ollama_download_base``, ``nvidia_repo_base``) is
+    reached through the room cache."""
+    values = _room_cache_values(settings)
+    if key == "nvidia_repo_base":
+        return from_room_cache(settings, "apt_proxy")
+    return key in values and getattr(settings, key) == values[key]
+
+
+def upstream_url(url: str) -> str:
+    """The real source behind ``acng_https_url``: what the room cache itself fetches.
+
+    >>> upstream_url("http://HTTPS///developer.download.nvidia.com/compute/cuda/repos")
+    'https://developer.download.nvidia.com/compute/cuda/repos'
+    """
+    return "https://" + url.removeprefix("http://HTTPS///") if url.startswith(
+        "http://HTTPS///") else url
 
 
 def _split_go_host_port(hostport: str) -> tuple[str, str | None]:
@@ -232,7 +328,8 @@ class Settings(BaseModel):
     # --- course models ----------------------------------------------------------------
     models: list[str] = Field(
         default_factory=lambda: list(COURSE_MODELS),
-        description="Ollama model names every host gets.",
+        description="Ollama model names every host gets (checked as Ollama reads them: "
+        "`gpulab models resolve NAME`).",
     )
     models_distribution: Literal["direct", "seeded"] = Field(
         default="direct",
@@ -323,11 +420,41 @@ class Settings(BaseModel):
     )
     reboot_batch: int = Field(default=5, ge=1, description="Hosts rebooted at a time.")
 
+    # --- room cache: one machine of the room takes every byte from the internet once ------
+    room_cache: str | None = Field(
+        default=None,
+        description="HOST[:PORT] of the room cache (deploy/room_cache.py; PORT: its nginx, "
+        "default 80). Hosts then derive apt_proxy (apt-cacher-ng on HOST:3142, NVIDIA's HTTPS "
+        "repository included), ollama_download_base, cuda-keyring and, with seeded models, "
+        "the models from it, unless those keys are set. HOST must be an address in "
+        "room_cidrs.",
+    )
+    room_cidrs: list[str] = Field(
+        default_factory=list,
+        description="The room's networks (CIDRs): the only clients the room cache serves.",
+    )
+    room_cache_machines: list[Machine] = Field(
+        default_factory=lambda: list(ROOM_CACHE_MACHINES),
+        description="On the room cache: the machines (uname -m) whose Ollama release it "
+        "keeps.",
+    )
+    room_cache_nvidia_distros: list[RepoDistro] = Field(
+        default_factory=lambda: list(ROOM_CACHE_DISTROS),
+        description="On the room cache: NVIDIA repository distros whose cuda-keyring it "
+        "keeps.",
+    )
+    room_cache_dir: str = Field(
+        default="/srv/gpulab-cache",
+        description="On the room cache: the read-only directory nginx serves (Ollama "
+        "releases, cuda-keyring, the model store).",
+    )
+
     # --- dry run --------------------------------------------------------------------------
     gpulab_recorded_facts: str | None = Field(
         default=None,
-        description="@fake hosts only: an absolute path to a `gpulab facts` file; the deploy "
-        "and `gpulab plan` use it instead of the host's live facts (a dry run).",
+        description="`@fake` hosts only: absolute path of a `gpulab facts` file that replaces "
+        "the host's live facts, in the deploy and in `gpulab plan` (a dry run). Refused on any "
+        "other host.",
     )
     gpulab_stand_in_facts: str | None = Field(
         default=None,
@@ -383,7 +510,7 @@ class Settings(BaseModel):
             raise ValueError("must be 64 lower-case hex digits")
         return value
 
-    @field_validator("ollama_allowed_clients")
+    @field_validator("ollama_allowed_clients", "room_cidrs")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -425,7 +552,14 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not an environment variable name")
         return value
 
-    @field_validator("ollama_models_dir", "vllm_venv", "vllm_hf_home")
+    @field_validator("room_cache")
+    @classmethod
+    def _cache_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            room_cache_address(value)
+        return value
+
+    @field_validator("ollama_models_dir", "vllm_venv", "vllm_hf_home", "room_cache_dir")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
@@ -448,6 +582,14 @@ class Settings(BaseModel):
             except ModelNameError as error:
                 raise ValueError(str(error)) from None
         return values
+
+    @property
+    def room_cache_url(self) -> str | None:
+        """``http://HOST[:PORT]``: the room cache's nginx, when there is one."""
+        if self.room_cache is None:
+            return None
+        host, port = room_cache_address(self.room_cache)
+        return f"http://{host}" + (f":{port}" if port != 80 else "")
 
     @property
     def ollama_exposed(self) -> bool:
@@ -524,7 +666,7 @@ def parse_settings(host: str, data: Mapping[str, Any]) -> Settings:
             "gpulab_stand_in_facts on a rehearsal guest"))
     if problems:
         raise SettingsError(problems)
-    return settings
+    return through_room_cache(settings)
 
 
 def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
@@ -548,6 +690,16 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
             check_pinned_toolkit(settings.cuda_toolkit, first, "linux")
         except CompatError as error:
             problems.append(("cuda_toolkit", f"driver_branch {settings.driver_branch}: {error}"))
+    if settings.room_cache is not None:
+        address = ipaddress.ip_address(room_cache_address(settings.room_cache)[0])
+        if not settings.room_cidrs:
+            problems.append(("room_cidrs", "room_cache needs the room's networks, the only "
+                             "clients the cache serves (e.g. ['10.0.0.0/24'])"))
+        elif not any(address in ipaddress.ip_network(cidr, strict=False)
+                     for cidr in settings.room_cidrs):
+            problems.append(("room_cache", f"{address} is in none of room_cidrs "
+                             f"({', '.join(settings.room_cidrs)}): the cache must be on the "
+                             "room's network, where the hosts reach it"))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((
             "ollama_allowed_clients",

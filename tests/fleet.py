@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from gpulab.lab.fleet import Fleet
+from gpulab.lab.fleet import Fleet, room_mac
 from gpulab.lab.render import LOOPBACK
 from tests.phases import timed
 
@@ -24,6 +24,26 @@ def inventory_with(fleet: Fleet, data: Mapping[str, object], path: Path,
             for name, host_data in hosts]
     path.write_text(f"lab = {rows!r}\n")
     return path
+
+
+def free_udp_port() -> int:
+    """A UDP port free on loopback now: a room network's multicast port (``room_port``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def join_room(fleet: Fleet, name: str) -> str:
+    """Give a guest of a fleet with a room network its room address, ``10.77.0.<index>/24``,
+    on the NIC with its room MAC (systemd-networkd); the address."""
+    index = fleet.guests[name].index
+    network = (f"[Match]\\nMACAddress={room_mac(index)}\\n[Network]\\n"
+               f"Address=10.77.0.{index}/24\\nLinkLocalAddressing=no\\n")
+    rc, output = fleet.ssh(name, f"printf '{network}' > /etc/systemd/network/05-room.network "
+                           "&& networkctl reload && sleep 2 && networkctl reconfigure "
+                           "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')", timeout=60)
+    assert rc == 0, output
+    return f"10.77.0.{index}"
 
 
 class FleetUnderTest(Fleet):

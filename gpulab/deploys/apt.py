@@ -9,10 +9,12 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import apt, files
 
-from gpulab.deploys.common import gpulab_deploy, template
+from gpulab.deploys.common import gpulab_deploy, refused, template
 from gpulab.deploys.context import host_settings
 from gpulab.facts.apt import AptSourceFiles, HeldPackages
+from gpulab.facts.http import HttpAnswer
 from gpulab.plan.apt_sources import add_components
+from gpulab.settings import ROOM_CACHE_MARKER, Settings, from_room_cache, room_cache_address
 
 PROXY_CONF = "/etc/apt/apt.conf.d/01gpulab-proxy"
 LOCK_CONF = "/etc/apt/apt.conf.d/01gpulab-lock"
@@ -59,10 +61,35 @@ def debian_components(codename: str, components: list[str] | tuple[str, ...]) ->
         host.noop(f"{' '.join(components)} already enabled for {codename}")
 
 
+def room_cache_answers(settings: Settings) -> bool:
+    """With a room cache, fail this host before anything changes when the cache's nginx or
+    apt-cacher-ng does not answer it (the other hosts go on)."""
+    cache = settings.room_cache_url
+    if cache is None or settings.room_cache is None:
+        return True
+    address = room_cache_address(settings.room_cache)[0]
+    checks: list[tuple[str, tuple[str, ...]]] = [(cache + ROOM_CACHE_MARKER, ("200",))]
+    if from_room_cache(settings, "apt_proxy") and settings.apt_proxy:
+        checks.append((settings.apt_proxy + "/", ()))
+    for url, wanted in checks:
+        answer = host.get_fact(HttpAnswer, url=url)
+        if answer is None:  # no curl yet: apt's own error names the proxy
+            continue
+        if answer.startswith("curl") or (wanted and answer not in wanted):
+            refused(name=f"room cache {address} answers", reason=(
+                f"room cache {address}: {url} answers {answer}; start the cache (pyinfra "
+                "INVENTORY deploy/room_cache.py --limit room_cache) or remove room_cache from "
+                "this host's data. Nothing was changed on this host"))
+            return False
+    return True
+
+
 @gpulab_deploy("gpulab apt base")
 def apt_base() -> None:
     """Point apt at the proxy (if any), wait for the dpkg lock, update lists, add base tools."""
     settings = host_settings(host)
+    if not room_cache_answers(settings):
+        return
     if settings.apt_proxy or settings.https_proxy:
         files.template(
             name="apt proxy", src=template("apt/gpulab-proxy.conf.j2"), dest=PROXY_CONF,

@@ -1,15 +1,16 @@
-"""Small pieces every deploy uses: templates, a message-only operation, change tests."""
+"""Small pieces every deploy uses: templates, a message-only operation, change tests, refusal."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Generator
 from importlib.resources import files
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 from paramiko import SSHException
 from pyinfra import logger
 from pyinfra.api.arguments_typed import PyinfraOperation
+from pyinfra.api.command import FunctionCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.api.exceptions import ConnectError
 from pyinfra.api.operation import OperationMeta, operation
@@ -96,3 +97,20 @@ def missing_packages(packages: tuple[str, ...] | list[str]) -> list[str]:
     """Which of ``packages`` dpkg does not have installed right now."""
     installed: dict[str, list[str]] = host.get_fact(DebPackages)
     return [name for name in packages if name not in installed]
+
+
+@operation(is_idempotent=False)
+def refused(reason: str) -> Generator[FunctionCommand]:
+    """Fail this host with ``reason`` before anything changes on it.
+
+    .. code:: python
+
+        refused(name="Ollama: firewalld is active", reason="...")
+    """
+    # pyinfra hands state and host to a callback only under exactly these names; otherwise it
+    # calls it with no arguments, which raises instead of saying the reason
+    def fail(state: Any, host: Any) -> bool:
+        logger.error(f"{host.print_prefix}{reason}")
+        return False
+
+    yield FunctionCommand(fail, (), {})

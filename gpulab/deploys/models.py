@@ -21,6 +21,8 @@ the store's stamp file, so a rerun hashes nothing it has seen unchanged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import posixpath
 import shlex
 from collections.abc import Generator
@@ -32,21 +34,23 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from gpulab.deploys.common import gpulab_deploy, say, template
+from gpulab.deploys.common import gpulab_deploy, refused, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
+from gpulab.facts.http import RegistryManifest
+from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import blob_check_command, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import Store, StoredModel
+from gpulab.models.store import Store, StoredModel, StoreError, parse_manifest
 from gpulab.plan.host import HostPlan
 from gpulab.plan.models import ModelFit
-from gpulab.settings import Settings
+from gpulab.settings import ROOM_CACHE_PATHS, Settings
 
 OWNER = "ollama"
 PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
 
 
 @cache
-def _complete_in_store(root: str, name_text: str) -> StoredModel:
+def complete_in_store(root: str, name_text: str) -> StoredModel:
     """The instructor's copy of a model, every blob checked once per run (not once per host)."""
     name = parse_model_name(name_text)
     store = Store(Path(root).expanduser())
@@ -63,13 +67,31 @@ def _complete_in_store(root: str, name_text: str) -> StoredModel:
     return stored
 
 
+def _placed(staged: str, dest: str, sha256: str, owner: str, stamp: str | None) -> str:
+    """sh: the staged file owned by ``owner`` and renamed over ``dest`` if its sha256 checks
+    out (deleted otherwise, failing the host); ``stamp`` records the checked blob."""
+    quoted, final = shlex.quote(staged), shlex.quote(dest)
+    mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
+    record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
+              if stamp is not None else "")
+    return (f"chown {owner}:{owner} {quoted}; chmod 644 {quoted}; "
+            f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
+            f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; "
+            f"touch {quoted} && mv -f {quoted} {final}{record}")
+
+
+def _staged(dest: str, staging_dir: str) -> str:
+    return posixpath.join(staging_dir, f".gpulab-{posixpath.basename(dest)}")
+
+
 @operation()
 def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
-                  stamp: str | None = None) -> Generator[str | FileUploadCommand]:
+                  stamp: str | None = None, owner: str = OWNER
+                  ) -> Generator[str | FileUploadCommand]:
     """``src`` (on this machine) at ``dest`` on the host, only if its sha256 checks out there.
 
     Uploaded as ``<staging_dir>/.gpulab-<name>``, checked with ``sha256sum``, owned by
-    ``ollama`` with a fresh mtime, then renamed over ``dest`` (atomic: same filesystem).
+    ``owner`` with a fresh mtime, then renamed over ``dest`` (atomic: same filesystem).
     ``stamp``: the store's stamp file, where the checked blob is recorded (no second hash).
 
     .. code:: python
@@ -79,19 +101,42 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
                       sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs",
                       stamp="/usr/share/ollama/.ollama/models/.gpulab-verified")
     """
-    staged = posixpath.join(staging_dir, f".gpulab-{posixpath.basename(dest)}")
+    staged = _staged(dest, staging_dir)
     # Always uploaded (the plan found the file lacking; a staged leftover is overwritten), so
     # not through files.put: its fact lookup and separate chown/chmod cost a round trip each
     # per blob, seconds on a slow host. The rest is one command.
     yield FileUploadCommand(src, staged, remote_temp_filename=host.get_temp_filename(staged))
-    quoted, final = shlex.quote(staged), shlex.quote(dest)
-    mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
-    record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
-              if stamp is not None else "")
-    yield (f"set -e; chown {OWNER}:{OWNER} {quoted}; chmod 644 {quoted}; "
-           f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
-           f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; "
-           f"touch {quoted} && mv -f {quoted} {final}{record}")
+    yield "set -e; " + _placed(staged, dest, sha256, owner, stamp)
+
+
+@operation()
+def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
+                      stamp: str | None = None, owner: str = OWNER,
+                      proxy: str | None = None) -> Generator[str]:
+    """``url`` (the room cache, or a registry) at ``dest`` on the host, only if its sha256
+    checks out.
+
+    Downloaded by the host itself with curl (redirects followed, through ``proxy`` if one),
+    resumed (``-C -``) into the staged name, then
+    checked, owned, touched and renamed as :func:`verified_file` does. An unreachable cache
+    fails this host alone, naming the cache and the URL.
+
+    .. code:: python
+
+        verified_download(name="blob 2bada8a74506",
+                          url="http://10.0.0.5/models/blobs/sha256-2bada8...",
+                          dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
+                          sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
+    """
+    staged = shlex.quote(_staged(dest, staging_dir))
+    unreachable = shlex.quote(f"{url}: cannot download it")
+    via = f"-x {shlex.quote(proxy)} " if proxy else ""
+    # An HTTP error (22), such as 416 for a staged file already whole, restarts it next run.
+    yield (f"set -e; curl -fsSL --retry 5 --retry-connrefused --connect-timeout 30 {via}"
+           f"-C - -o {staged} {shlex.quote(url)} || {{ rc=$?; [ $rc != 22 ] || rm -f {staged}; "
+           f"echo {unreachable}\" (curl exit $rc; a partial download is resumed on the next "
+           f"run); is the room cache's nginx (or the registry) reachable?\" >&2; exit 1; }}; "
+           + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp))
 
 
 @operation()
@@ -211,35 +256,81 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
         _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run,
                    settings.ollama_models_dir)
         return
-    if settings.models_store is None:
+    cache = settings.room_cache_url
+    if settings.models_store is None and cache is None:
         raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
-                              "instructor's store (gpulab models fetch --store DIR)\n"
-                              "nothing was changed")
-    root = settings.ollama_models_dir
-    held = host_facts(host).model_store
-    store = Store(Path(settings.models_store).expanduser())
-    for level in ("blobs", "manifests"):
-        files.directory(name=f"Models: {level}/", path=posixpath.join(root, level),
-                        user=OWNER, group=OWNER, mode="755")
-    blobs_dir = posixpath.join(root, "blobs")
+                              "instructor's store (gpulab models fetch --store DIR) or a "
+                              "room_cache\nnothing was changed")
+    source_url = cache + ROOM_CACHE_PATHS["models"] if cache else None
     for fit in to_bring:
-        model = _complete_in_store(settings.models_store, fit.name)
-        for layer in model.manifest.blobs:
-            if not held.sound(layer.file_name, layer.size):
-                verified_file(name=f"Models: {model.name.short} blob {layer.hex[:12]}",
-                              src=str(store.blob_file(layer)),
-                              dest=posixpath.join(blobs_dir, layer.file_name),
-                              sha256=layer.hex, staging_dir=blobs_dir, stamp=stamp_path(root))
-        if fit.manifest_digest != model.digest:
-            parts = model.name.manifest_path.split("/")
-            for depth in range(2, len(parts)):
-                files.directory(name=f"Models: {'/'.join(parts[:depth])}/",
-                                path=posixpath.join(root, *parts[:depth]),
-                                user=OWNER, group=OWNER, mode="755")
-            verified_file(name=f"Models: {model.name.short} manifest",
-                          src=str(store.manifest_file(model.name)),
-                          dest=posixpath.join(root, model.name.manifest_path),
-                          sha256=model.digest, staging_dir=blobs_dir)
+        if settings.models_store is not None:
+            model = complete_in_store(settings.models_store, fit.name)
+        else:
+            assert source_url is not None
+            found = _manifest_on_the_cache(source_url, fit.name)
+            if found is None:
+                continue
+            model = found
+        copied_from_store(model, settings.models_store, settings.ollama_models_dir,
+                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url)
         if plan.ollama.service_can_run:
             listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
                              model=model.name.short, api_base=api_base)
+
+
+def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | None:
+    """A model's manifest as the room cache serves it to this host (read as a fact); None,
+    with this host refused, when the cache has none."""
+    name = parse_model_name(name_text)
+    url = f"{source_url}/{name.manifest_path}"
+    answer = host.get_fact(RegistryManifest, url=url)
+    try:
+        data = base64.b64decode(answer or "", validate=True)
+        return StoredModel(name, data, parse_manifest(data, url))
+    except (binascii.Error, StoreError):
+        refused(name=f"Models: {name.short} on the room cache", reason=(
+            f"{url}: the room cache has no {name.short} ({answer}): add it to the cache's "
+            "models and run deploy/room_cache.py again"))
+        return None
+
+
+def copied_from_store(model: StoredModel, store_root: str | None, root: str,
+                      held: ModelStoreFacts, held_digest: str | None, owner: str,
+                      source_url: str | None = None) -> None:
+    """One model of a store into the Ollama-layout store at ``root``.
+
+    Only the blobs ``held`` lacks move, each checked on the host; the manifest last, when
+    its digest differs from ``held_digest``. They are sent from the instructor's store at
+    ``store_root``, or, with ``source_url`` (the room cache serving a store over HTTP),
+    downloaded by the host itself.
+    """
+    store = Store(Path(store_root or ".").expanduser())
+    blobs_dir = posixpath.join(root, "blobs")
+    for level in ("blobs", "manifests"):
+        files.directory(name=f"Models: {root}/{level}/", path=posixpath.join(root, level),
+                        user=owner, group=owner, mode="755")
+    stamp = stamp_path(root)
+
+    def bring(label: str, relative: str, source: Path, sha256: str, record: bool) -> None:
+        dest = posixpath.join(root, relative)
+        if source_url is None:
+            verified_file(name=f"Models: {label}", src=str(source), dest=dest, sha256=sha256,
+                          staging_dir=blobs_dir, stamp=stamp if record else None, owner=owner)
+        else:
+            verified_download(name=f"Models: {label} from the room cache",
+                              url=f"{source_url}/{relative}", dest=dest, sha256=sha256,
+                              staging_dir=blobs_dir,
+                              stamp=stamp if record else None, owner=owner)
+
+    for layer in model.manifest.blobs:
+        if not held.sound(layer.file_name, layer.size):
+            bring(f"{model.name.short} blob {layer.hex[:12]}", f"blobs/{layer.file_name}",
+                  store.blob_file(layer), layer.hex, record=True)
+    if held_digest != model.digest:
+        parts = model.name.manifest_path.split("/")
+        for depth in range(2, len(parts)):
+            files.directory(name=f"Models: {'/'.join(parts[:depth])}/",
+                            path=posixpath.join(root, *parts[:depth]),
+                            user=owner, group=owner, mode="755")
+        bring(f"{model.name.short} manifest", model.name.manifest_path,
+              store.manifest_file(model.name), model.digest, record=False)

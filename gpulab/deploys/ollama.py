@@ -16,17 +16,15 @@ import posixpath
 import shlex
 from collections.abc import Generator
 from io import StringIO
-from typing import Any
 
 from pyinfra import logger
-from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import OperationMeta, operation
 from pyinfra.context import host
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.facts.server import Arch, Groups
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab.deploys.common import changed, gpulab_deploy, template
+from gpulab.deploys.common import changed, gpulab_deploy, refused, template
 from gpulab.deploys.context import host_facts, host_plan, host_run, host_settings
 from gpulab.facts.files import FileText, LinkTarget
 from gpulab.facts.ollama import ActiveFirewalls, NftTable, OllamaVersionDirs, UfwAddedRules
@@ -138,23 +136,6 @@ def ufw_allowed(rules: lib.FirewallRules | None) -> Generator[str]:
         return
     for args in changes:
         yield "ufw " + shlex.join(args)
-
-
-@operation(is_idempotent=False)
-def refused(reason: str) -> Generator[FunctionCommand]:
-    """Fail this host with ``reason`` before anything changes on it.
-
-    .. code:: python
-
-        refused(name="Ollama: firewalld is active", reason="...")
-    """
-    # pyinfra hands state and host to a callback only under exactly these names; otherwise it
-    # calls it with no arguments, which raises instead of saying the reason
-    def fail(state: Any, host: Any) -> bool:
-        logger.error(f"{host.print_prefix}{reason}")
-        return False
-
-    yield FunctionCommand(fail, (), {})
 
 
 def _other_firewalls(plan: HostPlan) -> bool:

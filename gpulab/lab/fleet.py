@@ -81,6 +81,18 @@ def _set_pdeathsig() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+ROOM_GROUP = "230.0.0.1"
+
+
+def room_mac(index: int) -> str:
+    """The MAC address of guest ``index``'s room NIC.
+
+    >>> room_mac(3)
+    '52:54:00:77:00:03'
+    """
+    return f"52:54:00:77:00:{index:02x}"
+
+
 @dataclass
 class Guest:
     """One guest's files and process. ``dir`` holds overlay, pidfile, monitor socket, logs."""
@@ -148,8 +160,13 @@ class Fleet:
         accel: Accel | None = None,
         log: Log = print,
         prefix: str = "lab",
+        room_port: int | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
+        # A second NIC per guest on one Ethernet segment, the room, carried as UDP multicast
+        # on this machine's loopback: guests reach each other there, this namespace holds no
+        # room address. None: user-mode networking only.
+        self.room_port = room_port
         self.vcpus = vcpus
         self.memory_mib = memory_mib
         self.tb_size_mib = tb_size_mib
@@ -411,6 +428,7 @@ class Fleet:
             "-drive", f"file={g.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-netdev", f"user,id=n0,hostfwd=tcp:{LOOPBACK}:{g.port}-:22",
             "-device", "virtio-net-pci,netdev=n0",
+            *self._room_nic(g),
             "-device", "virtio-rng-pci",
             "-display", "none", "-vga", "none", "-nodefaults",
             "-serial", f"file:{g.console}",
@@ -420,6 +438,13 @@ class Fleet:
         if self.daemonize:
             argv.append("-daemonize")
         return argv
+
+    def _room_nic(self, g: Guest) -> list[str]:
+        if self.room_port is None:
+            return []
+        return ["-netdev", f"socket,id=room,mcast={ROOM_GROUP}:{self.room_port},"
+                f"localaddr={LOOPBACK}",
+                "-device", f"virtio-net-pci,netdev=room,mac={room_mac(g.index)}"]
 
     def _launch(self, g: Guest, attempts: int = 5) -> None:
         """Start QEMU on a free port; retry with another port if it lost the race for it.

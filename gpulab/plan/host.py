@@ -46,7 +46,13 @@ from gpulab.models.store import StoredModel
 from gpulab.plan.driver import DKMS_DEFAULT_KEY, UBUNTU_DKMS_KEY
 from gpulab.plan.models import ModelFit, plan_models
 from gpulab.plan.vllm import VllmPlan, VllmRefused, plan_vllm
-from gpulab.settings import Settings, ollama_listen_address
+from gpulab.settings import (
+    ROOM_CACHE_PATHS,
+    Settings,
+    from_room_cache,
+    ollama_listen_address,
+    room_cache_address,
+)
 
 DriverSource = Literal["ubuntu", "cuda-repo", "debian"]
 CUDA_KEYRING = "cuda-keyring_1.1-1_all.deb"
@@ -103,6 +109,7 @@ class RepoPlan(_Plan):
     distro: str
     arch: str
     base_url: str
+    keyring_base: str = ""  # where cuda-keyring comes from when not base_url (the room cache)
 
     @property
     def url(self) -> str:
@@ -112,7 +119,8 @@ class RepoPlan(_Plan):
     @property
     def keyring_url(self) -> str:
         """The ``cuda-keyring`` package that installs the key and the source."""
-        return self.url + CUDA_KEYRING
+        base = self.keyring_base or self.base_url
+        return f"{base}/{self.distro}/{self.arch}/{CUDA_KEYRING}"
 
 
 class OllamaPlan(_Plan):
@@ -155,6 +163,26 @@ class HostPlan(_Plan):
     models: tuple[ModelFit, ...]
     reboot: RebootPlan
     vllm: VllmPlan
+    room_cache: str | None = None  # the cache's address, when some of this comes through it
+    via_room_cache: tuple[str, ...] = ()  # which of apt, nvidia, ollama, models
+
+
+def room_cache_routes(settings: Settings) -> tuple[str, ...]:
+    """What reaches this host through the room cache: ``apt`` (the archives, through
+    apt-cacher-ng), ``nvidia`` (NVIDIA's repository and cuda-keyring), ``ollama`` (the
+    release archive), ``models`` (seeded models, over HTTP)."""
+    if settings.room_cache is None:
+        return ()
+    routes = []
+    if from_room_cache(settings, "apt_proxy"):
+        routes.append("apt")
+    if from_room_cache(settings, "nvidia_repo_base"):
+        routes.append("nvidia")
+    if from_room_cache(settings, "ollama_download_base"):
+        routes.append("ollama")
+    if settings.models_distribution == "seeded":
+        routes.append("models")
+    return tuple(routes)
 
 
 def platform_of(facts: HostFacts) -> str:
@@ -592,7 +620,11 @@ def make_plan(host: str, facts: HostFacts, settings: Settings,
     repo = None
     if needs_repo and distro is not None:
         arch = "sbsa" if facts.arch == "aarch64" else "x86_64"
-        repo = RepoPlan(distro=distro, arch=arch, base_url=settings.nvidia_repo_base)
+        cache = settings.room_cache_url
+        keyring_base = (cache + ROOM_CACHE_PATHS["nvidia"]
+                        if cache and from_room_cache(settings, "nvidia_repo_base") else "")
+        repo = RepoPlan(distro=distro, arch=arch, base_url=settings.nvidia_repo_base,
+                        keyring_base=keyring_base)
     cuda_driver, cuda_platform, _ = _toolkit_driver(facts, driver)
     try:
         vllm = plan_vllm(facts, settings, _families(facts), cuda_driver, cuda_platform)
@@ -608,4 +640,7 @@ def make_plan(host: str, facts: HostFacts, settings: Settings,
         ollama=plan_ollama(facts, settings, driver),
         models=plan_models(facts, settings, models_source),
         reboot=plan_reboot(facts, settings, driver), vllm=vllm,
+        room_cache=(room_cache_address(settings.room_cache)[0] if settings.room_cache
+                    else None),
+        via_room_cache=room_cache_routes(settings),
     )

@@ -343,35 +343,17 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def fetch_script(
-    version: str,
-    machine: str,
-    base: str,
-    sha256: str | None,
-    https_proxy: str | None = None,
-    no_proxy: tuple[str, ...] | list[str] = (),
-    layout: Layout = Layout(),
-) -> str:
-    """POSIX sh that downloads, verifies and unpacks one release into its versioned directory.
-
-    Resumable: curl ``-C -`` continues ``<cache>/ollama-<ver>-<asset>.part`` across attempts
-    and across runs. Nothing outside the cache and the new versioned directory is touched, so
-    a failure (network, sha256 mismatch, bad archive) leaves the running version as it was;
-    it exits 1 with a message naming the URL and the setting to change. ``sha256`` None:
-    the expected value is read from the release's ``sha256sum.txt``.
-
-        fetch_script("0.34.2", "x86_64", "https://mirror.lab/ollama", None)
-    """
+def _download_lines(version: str, machine: str, base: str, sha256: str | None,
+                    https_proxy: str | None, no_proxy: tuple[str, ...] | list[str],
+                    part: str, cache_dir: str) -> list[str]:
+    """sh that leaves the release archive, verified, in ``$part`` and its sha256 in
+    ``$actual`` (or exits 1 naming the URL and the setting to change)."""
     name = archive_name(version, machine)
     url = archive_url(base, version, machine)
-    dest = layout.version_dir(version)
-    part = f"{layout.cache_dir}/ollama-{version}-{name}.part"
-    untar = "tar -x -I zstd" if is_zstd(version) else "tar -x -z"
     lines = [
         "set -eu",
         f"url={_q(url)}; name={_q(name)}; sums_url={_q(checksums_url(base, version))}",
-        f"expected={_q(sha256 or '')}; part={_q(part)}; dest={_q(dest)}",
-        f"opt={_q(layout.opt_dir)}; cache={_q(layout.cache_dir)}",
+        f"expected={_q(sha256 or '')}; part={_q(part)}; cache={_q(cache_dir)}",
         'fail() { echo "gpulab: ollama: $*" >&2; exit 1; }',
     ]
     if https_proxy:
@@ -380,8 +362,9 @@ def fetch_script(
     if no_proxy:
         lines.append(f"no_proxy={_q(','.join(no_proxy))}; NO_PROXY=$no_proxy")
         lines.append("export no_proxy NO_PROXY")
-    lines += [
-        'mkdir -p "$cache" "$opt"',
+    return [
+        *lines,
+        'mkdir -p "$cache"',
         # curl's own --retry also retries a name that does not resolve: the loop below
         # retries only transfers that can succeed later, and says the rest once.
         "unreachable() {",
@@ -429,6 +412,36 @@ def fetch_script(
         " trustworthy mirror, or ollama_sha256 to $actual if this archive is the one you"
         ' want"',
         "fi",
+    ]
+
+
+def fetch_script(
+    version: str,
+    machine: str,
+    base: str,
+    sha256: str | None,
+    https_proxy: str | None = None,
+    no_proxy: tuple[str, ...] | list[str] = (),
+    layout: Layout = Layout(),
+) -> str:
+    """POSIX sh that downloads, verifies and unpacks one release into its versioned directory.
+
+    Resumable: curl ``-C -`` continues ``<cache>/ollama-<ver>-<asset>.part`` across attempts
+    and across runs. Nothing outside the cache and the new versioned directory is touched, so
+    a failure (network, sha256 mismatch, bad archive) leaves the running version as it was;
+    it exits 1 with a message naming the URL and the setting to change. ``sha256`` None:
+    the expected value is read from the release's ``sha256sum.txt``.
+
+        fetch_script("0.34.2", "x86_64", "https://mirror.lab/ollama", None)
+    """
+    name = archive_name(version, machine)
+    part = f"{layout.cache_dir}/ollama-{version}-{name}.part"
+    untar = "tar -x -I zstd" if is_zstd(version) else "tar -x -z"
+    lines = _download_lines(version, machine, base, sha256, https_proxy, no_proxy, part,
+                            layout.cache_dir)
+    lines += [
+        f"dest={_q(layout.version_dir(version))}; opt={_q(layout.opt_dir)}",
+        'mkdir -p "$opt"',
         'stage=$(mktemp -d "$opt/.unpack-$name.XXXXXX")',
         "trap 'rm -rf \"$stage\"' EXIT",
         f'{untar} -f "$part" -C "$stage" || fail "cannot unpack $part (from $url)"',
@@ -440,6 +453,39 @@ def fetch_script(
         'mv "$stage" "$dest"',
         'rm -f "$part"',
         'echo "gpulab: ollama: $url (sha256 $actual) unpacked in $dest"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def mirror_script(
+    version: str,
+    machine: str,
+    base: str,
+    sha256: str | None,
+    dest_dir: str,
+    https_proxy: str | None = None,
+    no_proxy: tuple[str, ...] | list[str] = (),
+) -> str:
+    """POSIX sh that downloads and verifies one release archive into ``dest_dir``, laid out
+    as the release server is (``<dest_dir>/<archive>`` and a ``sha256sum.txt`` line for it),
+    so the room cache serves what hosts would fetch from ``ollama_download_base``.
+
+        mirror_script("0.34.2", "x86_64", OLLAMA_DOWNLOAD_BASE, None, "/srv/c/ollama/v0.34.2")
+    """
+    name = archive_name(version, machine)
+    part = f"{dest_dir}/.{name}.part"
+    lines = _download_lines(version, machine, base, sha256, https_proxy, no_proxy, part,
+                            dest_dir)
+    lines += [
+        'chmod 644 "$part"',
+        'mv -f "$part" "$cache/$name"',
+        # sha256sum.txt is written last: a listed archive is a complete one.
+        'sums="$cache/sha256sum.txt"',
+        r'{ [ -f "$sums" ] && grep -v "  $name\$" "$sums" || true; } > "$sums.new"',
+        'echo "$actual  $name" >> "$sums.new"',
+        'chmod 644 "$sums.new"',
+        'mv -f "$sums.new" "$sums"',
+        'echo "gpulab: ollama: $url (sha256 $actual) mirrored in $cache"',
     ]
     return "\n".join(lines) + "\n"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.plan.ollama import Layout, fetch_script, switch_link_script
+from gpulab.plan.ollama import Layout, fetch_script, mirror_script, switch_link_script
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_release import build_release, corrupt_release
 from tests.needs import skip_or_fail
@@ -125,6 +125,33 @@ def test_unreachable_download_names_the_url_and_keeps_the_part(tmp_path: Path,
     assert result.returncode == 1
     assert f"{served.url}/nothing/v0.34.2/ollama-linux-amd64.tar.zst" in result.stderr
     assert "ollama_download_base" in result.stderr
+
+
+def test_the_room_cache_mirror_is_laid_out_as_the_release_server_and_fetchable(
+    tmp_path: Path, served: StaticServer
+) -> None:
+    asset = build_release(served.root, "0.34.2")
+    arm64 = (asset.path.parent / "ollama-linux-arm64.tar.zst").read_bytes()
+    size = asset.path.stat().st_size
+    served.fail_after("/" + asset.url_path, size // 2)
+    cache = tmp_path / "cache"
+    mirrored = cache / "v0.34.2"
+    for machine in ("x86_64", "aarch64"):
+        result = _run(mirror_script("0.34.2", machine, served.url, None, str(mirrored)))
+        assert result.returncode == 0, result.stderr
+    assert served.requests_for("/" + asset.url_path, "GET")[-1].range == f"bytes={size // 2}-"
+    assert sorted(p.name for p in mirrored.iterdir()) == [
+        "ollama-linux-amd64.tar.zst", "ollama-linux-arm64.tar.zst", "sha256sum.txt"]
+    assert (mirrored / "sha256sum.txt").read_text().splitlines() == [
+        f"{asset.sha256}  ollama-linux-amd64.tar.zst",
+        f"{hashlib.sha256(arm64).hexdigest()}  ollama-linux-arm64.tar.zst"]
+    # A host fetches from the mirror exactly as from the release server, checksum included.
+    with StaticServer(cache) as room_cache:
+        layout = _layout(tmp_path)
+        result = _run(fetch_script("0.34.2", "x86_64", room_cache.url, None, layout=layout))
+        assert result.returncode == 0, result.stderr
+        assert (Path(layout.version_dir("0.34.2")) / ".gpulab-sha256").read_text().strip() \
+            == asset.sha256
 
 
 def test_link_switch_is_atomic_and_moves_a_real_directory_aside(tmp_path: Path) -> None:

