@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -700,6 +701,12 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
             problems.append(("room_cache", f"{address} is in none of room_cidrs "
                              f"({', '.join(settings.room_cidrs)}): the cache must be on the "
                              "room's network, where the hosts reach it"))
+    if settings.room_cache is not None and "apt_proxy" not in settings.model_fields_set:
+        repo = urllib.parse.urlsplit(settings.nvidia_repo_base)
+        if repo.scheme == "https" and repo.port not in (None, 443):
+            problems.append(("nvidia_repo_base", f"port {repo.port}: through the room cache, "
+                             "apt-cacher-ng's HTTPS route reaches port 443 only; serve the "
+                             "mirror on 443 or over http, or set apt_proxy"))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((
             "ollama_allowed_clients",

@@ -22,7 +22,7 @@ import pytest
 from gpulab.models.names import parse_model_name
 from gpulab.models.registry import RegistryClient
 from gpulab.models.store import Store
-from tests.fixtures.http_server import StaticServer, self_signed_certificate
+from tests.fixtures.http_server import StaticServer, self_signed_certificate, trust_command
 from tests.fixtures.nvidia_repo import build_repo
 from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
@@ -95,7 +95,8 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     fleet = FleetUnderTest(tmp / "fleet", hosts=3, prefix="room", memory_mib=1024,
                            image=lab_image, room_port=free_udp_port(),
                            log=lambda m: print(m, flush=True))
-    with StaticServer(tmp / "nvidia", tls=(cert, key)) as nvidia, \
+    # apt-cacher-ng's HTTPS route connects to port 443 whatever the URL says, as NVIDIA's is.
+    with StaticServer(tmp / "nvidia", port=443, tls=(cert, key)) as nvidia, \
             StaticServer(tmp / "www") as releases, RegistryStandIn(tmp / "registry") as registry, \
             fleet:
         build_repo(tmp / "nvidia", "debian12", nvidia.guest_url)
@@ -108,9 +109,7 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             for name in fleet.guests:
                 join_room(fleet, name)
         # The cache trusts the stand-in's certificate, as it trusts NVIDIA's CA.
-        pem = cert.read_text()
-        rc, output = fleet.ssh(CACHE, f"cat > /usr/local/share/ca-certificates/stand-in.crt "
-                               f"<<'EOF'\n{pem}EOF\nupdate-ca-certificates", timeout=120)
+        rc, output = fleet.ssh(CACHE, trust_command(cert), timeout=120)
         assert rc == 0, output
         recorded = json.loads(RECORDED.read_text())
         recorded["facts"]["kernel"] = fleet.image.kernel_version

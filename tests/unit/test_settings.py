@@ -158,6 +158,8 @@ def test_room_cache_must_be_an_address_in_the_rooms_networks() -> None:
          "IPv4 address"),
         ({"room_cache": "10.0.0.5:0", "room_cidrs": ["10.0.0.0/24"]}, "room_cache", "port"),
         ({"room_cache": "10.0.0.5", "room_cidrs": ["room"]}, "room_cidrs", "not a CIDR"),
+        ({"room_cache": "10.0.0.5", "room_cidrs": ["10.0.0.0/24"],
+          "nvidia_repo_base": "https://mirror.lab:8443/cuda"}, "nvidia_repo_base", "443 only"),
     ]:
         with pytest.raises(SettingsError) as error:
             parse_settings("pc-1", data)
