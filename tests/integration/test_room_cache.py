@@ -192,7 +192,7 @@ def test_hosts_fail_naming_the_cache_when_it_is_down(room: Room) -> None:
     try:
         result = room.deploy("nginx stopped", ("base.py",), list(HOSTS))
         assert result.rc != 0
-        assert set(result.failed) == set(HOSTS), result.describe()
+        assert set(result.failed_hosts) == set(HOSTS), result.describe()
         assert f"room cache {CACHE_IP}: http://{CACHE_IP}/gpulab-room-cache.txt" in result.output
     finally:
         room.sh(CACHE, "systemctl start nginx")
