@@ -20,7 +20,7 @@ help:
 	@echo "make test-fast  lint, unit and plan tests only (no guests, no root)"
 	@echo "make lab        boot $(LAB_HOSTS) local Debian 12 guests and run deploy/gpu_host.py on them"
 	@echo "make lab-down   stop the lab guests"
-	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync"
+	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync, room cache"
 
 setup: apt venv
 
@@ -60,3 +60,4 @@ lab-down: venv
 bench: setup
 	$(BIN)/python bench/bench_fleet.py
 	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_room_cache.py
