@@ -20,12 +20,13 @@ from __future__ import annotations
 import base64
 import ipaddress
 import posixpath
+import shlex
 from collections.abc import Generator
 from io import StringIO
 
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.facts.files import FileContents
+from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server, systemd
 
 from gpulab.deploys.common import changed, gpulab_deploy, say, template
@@ -34,6 +35,7 @@ from gpulab.deploys.models import copied_from_store
 from gpulab.facts.models import OllamaModelStore
 from gpulab.models.names import parse_model_name
 from gpulab.models.store import manifest_digest
+from gpulab.models.swarm import TORRENT_NAME, mktorrent_command, torrent_id
 from gpulab.plan import ollama as ollama_lib
 from gpulab.plan.host import CUDA_KEYRING
 from gpulab.settings import (
@@ -59,6 +61,38 @@ def wrapped_networks(cidrs: list[str]) -> str:
     """
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
     return " ".join(["127.0.0.1", *(f"{n.network_address}/{n.netmask}" for n in networks)])
+
+
+@operation()
+def torrent_made(models_dir: str, blobs: list[str], torrent: str, web_seed: str
+                 ) -> Generator[str]:
+    """The room's torrent of ``blobs`` (file names in ``models_dir/blobs``) at ``torrent``,
+    made by ``mktorrent`` with ``web_seed`` (the cache's own ``/models/``), unless present.
+
+    The blobs are hard-linked into a directory of their own first (the torrent holds the
+    course models' blobs and nothing else the store may hold); the torrent takes its name
+    only once complete.
+
+    .. code:: python
+
+        torrent_made(name="Room cache: the swarm's torrent", models_dir="/srv/gpulab-cache/models",
+                     blobs=["sha256-2bada8..."], web_seed="http://10.0.0.5/models/",
+                     torrent="/srv/gpulab-cache/swarm/3f2a9c0d1e4b5a67.torrent")
+    """
+    if host.get_fact(File, path=torrent):
+        host.noop(f"{torrent} is already made")
+        return
+    build = posixpath.join(posixpath.dirname(models_dir), ".gpulab-swarm-build")
+    linked = posixpath.join(build, TORRENT_NAME)
+    partial = torrent + ".partial"
+    links = "; ".join(f"ln {shlex.quote(posixpath.join(models_dir, 'blobs', name))} "
+                      f"{shlex.quote(posixpath.join(linked, name))}" for name in blobs)
+    yield (f"set -e; rm -rf {shlex.quote(build)} {shlex.quote(partial)}; "
+           f"mkdir -p {shlex.quote(linked)} {shlex.quote(posixpath.dirname(torrent))}; "
+           f"{links}; "
+           + " ".join(shlex.quote(part) for part in mktorrent_command(linked, partial, web_seed))
+           + f" >/dev/null; chmod 644 {shlex.quote(partial)}; "
+           f"mv -f {shlex.quote(partial)} {shlex.quote(torrent)}; rm -rf {shlex.quote(build)}")
 
 
 @operation()
@@ -142,10 +176,21 @@ def _served_files(settings: Settings) -> None:
     held = host.get_fact(OllamaModelStore, models_dir=models_root)
     digests = {entry.path: manifest_digest(base64.b64decode(entry.data_base64))
                for entry in held.manifests}
+    layers = {}
     for name_text in settings.models:
         name = parse_model_name(name_text)
-        copied_from_store(settings.models_store, name_text, models_root, held,
-                          digests.get(name.manifest_path.removeprefix("manifests/")), "root")
+        model = copied_from_store(settings.models_store, name_text, models_root, held,
+                                  digests.get(name.manifest_path.removeprefix("manifests/")),
+                                  "root")
+        layers.update({layer.file_name: layer.digest for layer in model.manifest.blobs})
+    if settings.models_distribution == "swarm":
+        apt.packages(name="mktorrent (the swarm's torrent)", packages=["mktorrent"],
+                     no_recommends=True, update=True, cache_time=settings.apt_cache_time)
+        torrent_made(name="Room cache: the swarm's torrent", models_dir=models_root,
+                     blobs=sorted(layers), web_seed=f"{settings.room_cache_url}"
+                     f"{ROOM_CACHE_PATHS['models']}/",
+                     torrent=posixpath.join(root + ROOM_CACHE_PATHS["swarm"],
+                                            f"{torrent_id(layers.values())}.torrent"))
 
 
 def _nginx(settings: Settings) -> None:
