@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from gpulab.lab.fleet import Fleet
+from gpulab.lab.fleet import Fleet, room_mac
 from gpulab.lab.render import LOOPBACK
 from tests.phases import timed
 
@@ -24,6 +24,25 @@ def inventory_with(fleet: Fleet, data: Mapping[str, object], path: Path,
             for name, host_data in hosts]
     path.write_text(f"lab = {rows!r}\n")
     return path
+
+
+def free_udp_port() -> int:
+    """A free UDP port on loopback: the room network's multicast port for one fleet."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def join_room(fleet: Fleet, name: str) -> None:
+    """Give the guest its room address ``10.77.0.<index>`` on the NIC with its room MAC
+    (systemd-networkd)."""
+    index = fleet.guests[name].index
+    network = (f"[Match]\\nMACAddress={room_mac(index)}\\n[Network]\\n"
+               f"Address=10.77.0.{index}/24\\nLinkLocalAddressing=no\\n")
+    rc, output = fleet.ssh(name, f"printf '{network}' > /etc/systemd/network/05-room.network "
+                           "&& networkctl reload && sleep 2 && networkctl reconfigure "
+                           "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')", timeout=60)
+    assert rc == 0, output
 
 
 class FleetUnderTest(Fleet):

@@ -12,7 +12,6 @@ stand-ins count what they served: every upstream file once for the whole room.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from gpulab.lab.fleet import room_mac
 from gpulab.models.names import parse_model_name
 from gpulab.models.registry import RegistryClient
 from gpulab.models.store import Store
@@ -28,7 +26,7 @@ from tests.fixtures.http_server import StaticServer, self_signed_certificate
 from tests.fixtures.nvidia_repo import build_repo
 from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import FleetUnderTest, inventory_with
+from tests.fleet import FleetUnderTest, free_udp_port, inventory_with, join_room
 from tests.integration.conftest import require_guests
 from tests.integration.outcomes import assert_unchanged
 from tests.phases import record_phase, timed
@@ -43,12 +41,6 @@ CACHE, HOSTS = "room-01", ("room-02", "room-03")
 CACHE_IP = "10.77.0.1"
 MODELS = "/usr/share/ollama/.ollama/models"
 ACNG_LOG = "/var/log/apt-cacher-ng/apt-cacher.log"
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -90,24 +82,13 @@ class Room:
         return repeated
 
 
-def _join_room(fleet: FleetUnderTest, name: str) -> None:
-    """Give the guest its room address on the NIC with its room MAC (systemd-networkd)."""
-    index = fleet.guests[name].index
-    network = (f"[Match]\\nMACAddress={room_mac(index)}\\n[Network]\\n"
-               f"Address=10.77.0.{index}/24\\nLinkLocalAddressing=no\\n")
-    rc, output = fleet.ssh(name, f"printf '{network}' > /etc/systemd/network/05-room.network "
-                           "&& networkctl reload && sleep 2 && networkctl reconfigure "
-                           "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')", timeout=60)
-    assert rc == 0, output
-
-
 @pytest.fixture(scope="module")
 def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     require_guests()
     tmp = tmp_path_factory.mktemp("room-cache")
     cert, key = self_signed_certificate(tmp)
     fleet = FleetUnderTest(tmp / "fleet", hosts=3, prefix="room", memory_mib=1024,
-                           image=lab_image, room_port=_free_udp_port(),
+                           image=lab_image, room_port=free_udp_port(),
                            log=lambda m: print(m, flush=True))
     with StaticServer(tmp / "nvidia", tls=(cert, key)) as nvidia, \
             StaticServer(tmp / "www") as releases, RegistryStandIn(tmp / "registry") as registry, \
@@ -120,7 +101,7 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         with timed("room cache: boot 3 guests with a room network"):
             fleet.up()
             for name in fleet.guests:
-                _join_room(fleet, name)
+                join_room(fleet, name)
         # The cache trusts the stand-in's certificate, as it trusts NVIDIA's CA.
         pem = cert.read_text()
         rc, output = fleet.ssh(CACHE, f"cat > /usr/local/share/ca-certificates/stand-in.crt "
