@@ -203,7 +203,8 @@ def _nginx(settings: Settings) -> None:
     )
     enabled = files.link(name="nginx: site enabled", path=NGINX_ENABLED, target=NGINX_SITE)
     # Debian's default site also claims port 80 as the default server.
-    default = files.file(name="nginx: Debian's default site disabled",
+    # (a link to sites-available/default: files.file refuses to remove a link)
+    default = files.link(name="nginx: Debian's default site disabled",
                          path="/etc/nginx/sites-enabled/default", present=False)
     server.shell(name="nginx: configuration valid", commands=["nginx -t -q"],
                  _if=changed(site, enabled, default))
