@@ -27,15 +27,15 @@ def inventory_with(fleet: Fleet, data: Mapping[str, object], path: Path,
 
 
 def free_udp_port() -> int:
-    """A free UDP port on loopback: the room network's multicast port for one fleet."""
+    """A UDP port free on loopback now: a room network's multicast port (``room_port``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
 
 
-def join_room(fleet: Fleet, name: str) -> None:
-    """Give the guest its room address ``10.77.0.<index>`` on the NIC with its room MAC
-    (systemd-networkd)."""
+def join_room(fleet: Fleet, name: str) -> str:
+    """Give a guest of a fleet with a room network its room address, ``10.77.0.<index>/24``,
+    on the NIC with its room MAC (systemd-networkd); the address."""
     index = fleet.guests[name].index
     network = (f"[Match]\\nMACAddress={room_mac(index)}\\n[Network]\\n"
                f"Address=10.77.0.{index}/24\\nLinkLocalAddressing=no\\n")
@@ -43,6 +43,7 @@ def join_room(fleet: Fleet, name: str) -> None:
                            "&& networkctl reload && sleep 2 && networkctl reconfigure "
                            "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')", timeout=60)
     assert rc == 0, output
+    return f"10.77.0.{index}"
 
 
 class FleetUnderTest(Fleet):

@@ -21,6 +21,8 @@ the store's stamp file, so a rerun hashes nothing it has seen unchanged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import posixpath
 import shlex
 from collections.abc import Generator
@@ -32,13 +34,14 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from gpulab.deploys.common import gpulab_deploy, say, template
+from gpulab.deploys.common import gpulab_deploy, refused, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
 from gpulab.deploys.swarm import is_room_seed, staging_dir, swarm_round
+from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import blob_check_command, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import Store, StoredModel
+from gpulab.models.store import Store, StoredModel, StoreError, parse_manifest
 from gpulab.plan.host import HostPlan
 from gpulab.plan.models import ModelFit
 from gpulab.settings import ROOM_CACHE_PATHS, Settings
@@ -48,7 +51,7 @@ PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
 
 
 @cache
-def _complete_in_store(root: str, name_text: str) -> StoredModel:
+def complete_in_store(root: str, name_text: str) -> StoredModel:
     """The instructor's copy of a model, every blob checked once per run (not once per host)."""
     name = parse_model_name(name_text)
     store = Store(Path(root).expanduser())
@@ -109,27 +112,32 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
 
 
 @operation()
-def verified_download(url: str, dest: str, sha256: str, staging_dir: str, cache: str,
-                      stamp: str | None = None, owner: str = OWNER) -> Generator[str]:
-    """``url`` (on the room cache) at ``dest`` on the host, only if its sha256 checks out.
+def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
+                      stamp: str | None = None, owner: str = OWNER,
+                      proxy: str | None = None) -> Generator[str]:
+    """``url`` (the room cache, or a registry) at ``dest`` on the host, only if its sha256
+    checks out.
 
-    Downloaded by the host itself with curl, resumed (``-C -``) into the staged name, then
+    Downloaded by the host itself with curl (redirects followed, through ``proxy`` if one),
+    resumed (``-C -``) into the staged name, then
     checked, owned, touched and renamed as :func:`verified_file` does. An unreachable cache
     fails this host alone, naming the cache and the URL.
 
     .. code:: python
 
-        verified_download(name="blob 2bada8a74506", cache="10.0.0.5",
+        verified_download(name="blob 2bada8a74506",
                           url="http://10.0.0.5/models/blobs/sha256-2bada8...",
                           dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
                           sha256="2bada8...", staging_dir="/usr/share/ollama/.ollama/models/blobs")
     """
     staged = shlex.quote(_staged(dest, staging_dir))
-    unreachable = shlex.quote(f"room cache {cache}: cannot download {url}")
-    yield (f"set -e; if ! curl -fsS --retry 5 --retry-connrefused --connect-timeout 30 "
-           f"-C - -o {staged} {shlex.quote(url)}; then rc=$?; rm -f {staged}; "
-           f"echo {unreachable}\" (curl exit $rc); is the cache's nginx running? "
-           f"(pyinfra INVENTORY deploy/room_cache.py)\" >&2; exit 1; fi; "
+    unreachable = shlex.quote(f"{url}: cannot download it")
+    via = f"-x {shlex.quote(proxy)} " if proxy else ""
+    # An HTTP error (22), such as 416 for a staged file already whole, restarts it next run.
+    yield (f"set -e; curl -fsSL --retry 5 --retry-connrefused --connect-timeout 30 {via}"
+           f"-C - -o {staged} {shlex.quote(url)} || {{ rc=$?; [ $rc != 22 ] || rm -f {staged}; "
+           f"echo {unreachable}\" (curl exit $rc; a partial download is resumed on the next "
+           f"run); is the room cache's nginx (or the registry) reachable?\" >&2; exit 1; }}; "
            + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp))
 
 
@@ -274,20 +282,26 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
         _pull_each(to_bring, settings.models_registry, api_base, plan.ollama.service_can_run,
                    settings.ollama_models_dir)
         return
-    if settings.models_store is None:
-        raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
-                              "instructor's store (gpulab models fetch --store DIR)\n"
-                              "nothing was changed")
     cache = settings.room_cache_url
+    if settings.models_store is None and cache is None:
+        raise GpulabDataError(f"{host.name}: models_store: seeded distribution needs the "
+                              "instructor's store (gpulab models fetch --store DIR) or a "
+                              "room_cache\nnothing was changed")
+    source_url = cache + ROOM_CACHE_PATHS["models"] if cache else None
     staging = (staging_dir(settings.ollama_models_dir)
                if settings.models_distribution == "swarm" else None)
     for fit in to_bring:
-        model = copied_from_store(
-            settings.models_store, fit.name, settings.ollama_models_dir,
-            host_facts(host).model_store, fit.manifest_digest, OWNER,
-            source_url=cache + ROOM_CACHE_PATHS["models"] if cache else None,
-            swarm_dir=staging,
-        )
+        if settings.models_store is not None:
+            model = complete_in_store(settings.models_store, fit.name)
+        else:
+            assert source_url is not None
+            found = _manifest_on_the_cache(source_url, fit.name)
+            if found is None:
+                continue
+            model = found
+        copied_from_store(model, settings.models_store, settings.ollama_models_dir,
+                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url,
+                          swarm_dir=staging)
         if plan.ollama.service_can_run:
             listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
                              model=model.name.short, api_base=api_base)
@@ -304,29 +318,44 @@ def _swarm(settings: Settings, seed: bool, to_bring: list[ModelFit]) -> None:
                               "instructor's store (gpulab models fetch --store DIR)\n"
                               "nothing was changed")
     layers = {layer.file_name: layer for text in settings.models
-              for layer in _complete_in_store(settings.models_store, text).manifest.blobs}
+              for layer in complete_in_store(settings.models_store, text).manifest.blobs}
     held = host_facts(host).model_store if not seed else None
     bring = {layer.file_name for fit in to_bring
-             for layer in _complete_in_store(settings.models_store, fit.name).manifest.blobs}
+             for layer in complete_in_store(settings.models_store, fit.name).manifest.blobs}
     sound = [] if held is None else [name for name, layer in sorted(layers.items())
                                      if held.sound(name, layer.size)]
     swarm_round(settings, seed=seed, blobs=[(name, layers[name].hex) for name in sorted(layers)],
                 lacking=bool(bring - set(sound)), held=sound)
 
 
-def copied_from_store(store_root: str, model_name: str, root: str, held: ModelStoreFacts,
-                      held_digest: str | None, owner: str, source_url: str | None = None,
-                      swarm_dir: str | None = None) -> StoredModel:
-    """One model of the instructor's store into the Ollama-layout store at ``root``.
+def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | None:
+    """A model's manifest as the room cache serves it to this host (read as a fact); None,
+    with this host refused, when the cache has none."""
+    name = parse_model_name(name_text)
+    url = f"{source_url}/{name.manifest_path}"
+    answer = host.get_fact(RegistryManifest, url=url)
+    try:
+        data = base64.b64decode(answer or "", validate=True)
+        return StoredModel(name, data, parse_manifest(data, url))
+    except (binascii.Error, StoreError):
+        refused(name=f"Models: {name.short} on the room cache", reason=(
+            f"{url}: the room cache has no {name.short} ({answer}): add it to the cache's "
+            "models and run deploy/room_cache.py again"))
+        return None
+
+
+def copied_from_store(model: StoredModel, store_root: str | None, root: str,
+                      held: ModelStoreFacts, held_digest: str | None, owner: str,
+                      source_url: str | None = None, swarm_dir: str | None = None) -> None:
+    """One model of a store into the Ollama-layout store at ``root``.
 
     Only the blobs ``held`` lacks move, each checked on the host; the manifest last, when
-    its digest differs from ``held_digest``. ``source_url``: the same store served over HTTP
-    (the room cache), which the host downloads from instead of being sent the files.
-    ``swarm_dir``: where the swarm left the blobs, checked (the manifest still comes from
-    ``source_url``).
+    its digest differs from ``held_digest``. They are sent from the instructor's store at
+    ``store_root``, or, with ``source_url`` (the room cache serving a store over HTTP),
+    downloaded by the host itself. ``swarm_dir``: where the swarm left the blobs, checked
+    (the manifest still comes from ``source_url``).
     """
-    model = _complete_in_store(store_root, model_name)
-    store = Store(Path(store_root).expanduser())
+    store = Store(Path(store_root or ".").expanduser())
     blobs_dir = posixpath.join(root, "blobs")
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {root}/{level}/", path=posixpath.join(root, level),
@@ -344,7 +373,7 @@ def copied_from_store(store_root: str, model_name: str, root: str, held: ModelSt
         else:
             verified_download(name=f"Models: {label} from the room cache",
                               url=f"{source_url}/{relative}", dest=dest, sha256=sha256,
-                              staging_dir=blobs_dir, cache=source_url,
+                              staging_dir=blobs_dir,
                               stamp=stamp if record else None, owner=owner)
 
     for layer in model.manifest.blobs:
@@ -359,4 +388,3 @@ def copied_from_store(store_root: str, model_name: str, root: str, held: ModelSt
                             user=owner, group=owner, mode="755")
         bring(f"{model.name.short} manifest", model.name.manifest_path,
               store.manifest_file(model.name), model.digest, record=False)
-    return model

@@ -18,23 +18,26 @@ the cache. A marker file is written last: hosts check it answers before they use
 from __future__ import annotations
 
 import base64
+import binascii
 import ipaddress
 import posixpath
 import shlex
 from collections.abc import Generator
-from io import StringIO
+from io import BytesIO, StringIO
 
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server, systemd
 
-from gpulab.deploys.common import changed, gpulab_deploy, say, template
+from gpulab.deploys.common import changed, gpulab_deploy, refused, template
 from gpulab.deploys.context import GpulabDataError, host_settings
-from gpulab.deploys.models import copied_from_store
-from gpulab.facts.models import OllamaModelStore
+from gpulab.deploys.models import complete_in_store, copied_from_store, verified_download
+from gpulab.facts.http import RegistryManifest
+from gpulab.facts.model import ModelStoreFacts
+from gpulab.facts.models import OllamaModelStore, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import manifest_digest
+from gpulab.models.store import Manifest, StoreError, manifest_digest, parse_manifest
 from gpulab.models.swarm import TORRENT_NAME, mktorrent_command, torrent_id
 from gpulab.plan import ollama as ollama_lib
 from gpulab.plan.host import CUDA_KEYRING
@@ -163,26 +166,32 @@ def _served_files(settings: Settings) -> None:
         )
     nvidia = _upstream(settings, "nvidia_repo_base")
     for distro in settings.room_cache_nvidia_distros:
-        relative = f"{distro}/x86_64/{CUDA_KEYRING}"
+        keyring_dir = posixpath.join(root + ROOM_CACHE_PATHS["nvidia"], distro, "x86_64")
+        files.directory(name=f"Room cache: {keyring_dir}", path=keyring_dir, mode="755",
+                        present=True)
         files.download(name=f"Room cache: cuda-keyring for {distro}",
-                       src=f"{nvidia}/{relative}",
-                       dest=posixpath.join(root + ROOM_CACHE_PATHS["nvidia"], relative),
-                       mode="644", proxy=settings.https_proxy)
+                       src=f"{nvidia}/{distro}/x86_64/{CUDA_KEYRING}",
+                       dest=posixpath.join(keyring_dir, CUDA_KEYRING), mode="644",
+                       proxy=settings.https_proxy)
     models_root = root + ROOM_CACHE_PATHS["models"]
-    if settings.models_store is None:
-        say(name="Room cache: no models", message="models_store is not set: the cache serves "
-            "no models (fill one with `gpulab models fetch --store DIR`)")
-        return
     held = host.get_fact(OllamaModelStore, models_dir=models_root)
     digests = {entry.path: manifest_digest(base64.b64decode(entry.data_base64))
                for entry in held.manifests}
     layers = {}
     for name_text in settings.models:
         name = parse_model_name(name_text)
-        model = copied_from_store(settings.models_store, name_text, models_root, held,
-                                  digests.get(name.manifest_path.removeprefix("manifests/")),
-                                  "root")
-        layers.update({layer.file_name: layer.digest for layer in model.manifest.blobs})
+        held_digest = digests.get(name.manifest_path.removeprefix("manifests/"))
+        manifest: Manifest | None
+        if settings.models_store is not None:
+            model = complete_in_store(settings.models_store, name_text)
+            copied_from_store(model, settings.models_store, models_root, held, held_digest,
+                              "root")
+            manifest = model.manifest
+        else:
+            manifest = _fetched_by_the_cache(settings, name_text, models_root, held,
+                                             held_digest)
+        if manifest is not None:
+            layers.update({layer.file_name: layer.digest for layer in manifest.blobs})
     if settings.models_distribution == "swarm":
         apt.packages(name="mktorrent (the swarm's torrent)", packages=["mktorrent"],
                      no_recommends=True, update=True, cache_time=settings.apt_cache_time)
@@ -191,6 +200,47 @@ def _served_files(settings: Settings) -> None:
                      f"{ROOM_CACHE_PATHS['models']}/",
                      torrent=posixpath.join(root + ROOM_CACHE_PATHS["swarm"],
                                             f"{torrent_id(layers.values())}.torrent"))
+
+
+def _fetched_by_the_cache(settings: Settings, name_text: str, models_root: str,
+                          held: ModelStoreFacts, held_digest: str | None) -> Manifest | None:
+    """Without ``models_store`` the cache downloads the model from ``models_registry``
+    itself: the manifest read on the cache (a fact), each blob it lacks resumed and
+    sha256-checked there, the manifest written last under Ollama's canonical name; the
+    manifest (None, with the cache refused, when the registry has none)."""
+    name = parse_model_name(name_text)
+    source = (name if settings.models_registry.rstrip("/") == name.base_url
+              else name.through(settings.models_registry))
+    answer = host.get_fact(RegistryManifest, url=source.manifest_url,
+                           proxy=settings.https_proxy)
+    try:
+        data = base64.b64decode(answer or "", validate=True)
+        manifest = parse_manifest(data, source.manifest_url)
+    except (binascii.Error, StoreError):
+        refused(name=f"Room cache: {name.short} from {settings.models_registry}", reason=(
+            f"{source.manifest_url}: no manifest for the room cache ({answer}); check "
+            "models_registry and the cache's network, or fill a store on your machine "
+            "(gpulab models fetch) and set models_store"))
+        return None
+    blobs_dir = posixpath.join(models_root, "blobs")
+    for level in ("blobs", "manifests"):
+        files.directory(name=f"Models: {models_root}/{level}/",
+                        path=posixpath.join(models_root, level), mode="755", present=True)
+    for layer in manifest.blobs:
+        if not held.sound(layer.file_name, layer.size):
+            verified_download(name=f"Models: {name.short} blob {layer.hex[:12]} from "
+                              f"{settings.models_registry}", url=source.blob_url(layer.digest),
+                              dest=posixpath.join(blobs_dir, layer.file_name),
+                              sha256=layer.hex, staging_dir=blobs_dir,
+                              stamp=stamp_path(models_root), owner="root",
+                              proxy=settings.https_proxy)
+    if held_digest != manifest_digest(data):
+        manifest_file = posixpath.join(models_root, name.manifest_path)
+        files.directory(name=f"Models: {posixpath.dirname(name.manifest_path)}/",
+                        path=posixpath.dirname(manifest_file), mode="755", present=True)
+        files.put(name=f"Models: {name.short} manifest (written last)", src=BytesIO(data),
+                  dest=manifest_file, mode="644")
+    return manifest
 
 
 def _nginx(settings: Settings) -> None:
@@ -203,7 +253,6 @@ def _nginx(settings: Settings) -> None:
     )
     enabled = files.link(name="nginx: site enabled", path=NGINX_ENABLED, target=NGINX_SITE)
     # Debian's default site also claims port 80 as the default server.
-    # (a link to sites-available/default: files.file refuses to remove a link)
     default = files.link(name="nginx: Debian's default site disabled",
                          path="/etc/nginx/sites-enabled/default", present=False)
     server.shell(name="nginx: configuration valid", commands=["nginx -t -q"],

@@ -93,6 +93,15 @@ class ModelName:
         return f"{self.scheme}://{self.host}"
 
     @property
+    def manifest_url(self) -> str:
+        """Where the registry serves this name's manifest (``/v2/<ns>/<model>/manifests/<tag>``)."""
+        return f"{self.base_url}/v2/{self.namespace}/{self.model}/manifests/{self.tag}"
+
+    def blob_url(self, digest: str) -> str:
+        """Where the registry serves one of this name's blobs (``sha256:<hex>``)."""
+        return f"{self.base_url}/v2/{self.namespace}/{self.model}/blobs/{digest}"
+
+    @property
     def insecure(self) -> bool:
         """Plain http: Ollama pulls it only with ``--insecure`` / ``"insecure": true``."""
         return self.scheme == "http"

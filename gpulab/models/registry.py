@@ -126,8 +126,7 @@ class RegistryClient:
 
     def manifest(self, source: ModelName) -> bytes:
         """The manifest's bytes, exactly as the registry sent them."""
-        url = (f"{source.base_url}/v2/{source.namespace}/{source.model}"
-               f"/manifests/{source.tag}")
+        url = source.manifest_url
         body: list[bytes] = []
 
         def attempt() -> bool:
@@ -145,7 +144,7 @@ class RegistryClient:
 
     def fetch_blob(self, store: Store, source: ModelName, layer: Layer) -> int:
         """Download one blob into ``store``, resuming a partial file; the bytes transferred."""
-        url = f"{source.base_url}/v2/{source.namespace}/{source.model}/blobs/{layer.digest}"
+        url = source.blob_url(layer.digest)
         partial = store.partial_file(layer)
         partial.parent.mkdir(parents=True, exist_ok=True)
         transferred = 0

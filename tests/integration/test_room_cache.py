@@ -65,10 +65,9 @@ class Room:
         inventory = inventory_with(self.fleet, {**self.data, **data},
                                    self.tmp / f"inventory-{label.replace(' ', '-')}.py",
                                    per_host=per_host)
-        args = [str(REPO / "deploy" / d) for d in deploys]
-        for name in limit:
-            args += ["--limit", name]
-        result = run_pyinfra(inventory, *args, cwd=REPO, timeout=1500)
+        result = run_pyinfra(inventory, *(REPO / "deploy" / d for d in deploys), cwd=REPO,
+                             extra_args=[arg for name in limit for arg in ("--limit", name)],
+                             timeout=1500)
         record_phase(f"room cache: {label} (rc {result.rc})", result.seconds)
         return result
 
