@@ -26,7 +26,13 @@ from gpulab.models.store import Store
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.ollama_registry import RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import FleetUnderTest, free_udp_port, inventory_with, join_room
+from tests.fleet import (
+    FleetUnderTest,
+    free_udp_port,
+    inventory_with,
+    join_room,
+    throttle_room_link,
+)
 from tests.integration.conftest import require_guests
 from tests.integration.outcomes import assert_unchanged
 from tests.phases import record_phase, timed
@@ -95,10 +101,7 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             fleet.up()
             for name in fleet.guests:
                 join_room(fleet, name)
-                rc, output = fleet.ssh(name, "tc qdisc replace dev $(ip -o link | awk -F': ' "
-                                       f"'/52:54:00:77/{{print $2}}') root tbf rate {RATE} "
-                                       "burst 64kb latency 400ms", timeout=60)
-                assert rc == 0, output
+                throttle_room_link(fleet, name, RATE)
         data = {
             "room_cache": "10.77.0.1", "room_cidrs": ["10.77.0.0/24"],
             "room_cache_nvidia_distros": [], "ollama_version": VERSION,
