@@ -59,7 +59,7 @@ class Room:
         rc, output = self.fleet.ssh(name, command, timeout=120)
         if check and rc != 0:
             raise AssertionError(f"{name}: {command!r}: exit {rc}\n{output}")
-        return output
+        return output.strip()
 
     def deploy(self, label: str, deploy: str, limit: tuple[str, ...]) -> PyinfraResult:
         inventory = inventory_with(self.fleet, self.data,
@@ -74,7 +74,7 @@ class Room:
     def leftovers(self, name: str) -> str:
         """aria2 processes, the swarm's table or a listener on its port, if any remain."""
         return self.sh(name, "pgrep -a aria2c; nft list table inet gpulab_swarm 2>/dev/null "
-                       "| head -1; ss -Hltn 'sport = :6881'; true").strip()
+                       "| head -1; ss -Hltn 'sport = :6881'; true")
 
     def tags(self, name: str) -> set[str]:
         tags = json.loads(self.sh(name, "curl -fsS http://127.0.0.1:11434/api/tags"))
