@@ -18,33 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpulab.lab.image import ensure_image  # noqa: E402
-from gpulab.models.names import parse_model_name  # noqa: E402
-from gpulab.models.registry import RegistryClient  # noqa: E402
-from gpulab.models.store import Store  # noqa: E402
-from tests.fixtures.http_server import StaticServer  # noqa: E402
-from tests.fixtures.ollama_registry import RegistryStandIn  # noqa: E402
-from tests.fixtures.ollama_release import build_release  # noqa: E402
-from tests.fleet import FleetUnderTest, free_udp_port, inventory_with, join_room  # noqa: E402
-from tests.pyinfra_run import PyinfraResult, run_pyinfra  # noqa: E402
-
-VERSION = "0.33.0"
-MODEL = "qwen2.5:7b"
-CACHE, HOSTS = "room-01", ("room-02", "room-03", "room-04")
-MODELS = "/usr/share/ollama/.ollama/models"
-
-
-def _must(result: PyinfraResult, what: str) -> PyinfraResult:
-    if result.rc != 0:
-        print(f"{what} failed:\n{result.describe()}", file=sys.stderr)
-        raise SystemExit(1)
-    return result
+from bench.room import CACHE_ADDRESS, bench_room
 
 
 def main() -> int:
@@ -52,56 +30,23 @@ def main() -> int:
     ap.add_argument("--payload-mb", type=int, default=200, help="the model's size (MB)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()
-    image = ensure_image(log=lambda _: None)
     times: dict[str, dict[int, float]] = {"cache": {}, "ssh": {}}
-    with tempfile.TemporaryDirectory(prefix="gpulab-bench-room-") as tmp_text:
-        tmp = Path(tmp_text)
-        with StaticServer(tmp / "www") as releases, \
-                RegistryStandIn(tmp / "registry") as registry, \
-                FleetUnderTest(tmp / "fleet", hosts=4, prefix="room", image=image,
-                               room_port=free_udp_port(), log=lambda _: None) as fleet:
-            build_release(releases.root, VERSION)
-            model = registry.publish(MODEL, payload_bytes=args.payload_mb << 20)
-            store = tmp / "store"
-            RegistryClient().fetch(Store(store), parse_model_name(MODEL), registry.url)
-            fleet.up()
-            for name in fleet.guests:
-                join_room(fleet, name)
-            room = {"room_cidrs": ["10.77.0.0/24"], "ollama_version": VERSION,
-                    "room_cache_nvidia_distros": [], "models": [MODEL],
-                    "models_distribution": "seeded", "models_store": str(store)}
-            cache_inventory = inventory_with(fleet, {
-                **room, "ollama_download_base": releases.guest_url}, tmp / "cache.py")
-            _must(run_pyinfra(cache_inventory, REPO / "deploy/room_cache.py",
-                              extra_args=["--limit", CACHE], cwd=REPO),
-                  "the cache set-up (not timed)")
-            print(f"store: {model.total_size / 1e6:.0f} MB in {len(model.blobs)} blobs; "
-                  f"accel: {fleet.accel.name}; cache set up")
-            routes = {
-                "cache": inventory_with(fleet, {**room, "room_cache": "10.77.0.1"},
-                                        tmp / "via-cache.py"),
-                "ssh": inventory_with(fleet, {**room, "ollama_download_base":
-                                              releases.guest_url}, tmp / "via-ssh.py"),
-            }
-            limits = [arg for name in HOSTS for arg in ("--limit", name)]
-            _must(run_pyinfra(routes["cache"], REPO / "deploy/ollama.py", extra_args=limits,
-                              cwd=REPO),
-                  "Ollama on the hosts (not timed)")
-            for count in (1, 2, 3):
-                for route, inventory in routes.items():
-                    for name in HOSTS:
-                        fleet.ssh(name, f"rm -rf {MODELS}/blobs {MODELS}/manifests "
-                                  f"{MODELS}/.gpulab-verified")
-                    hosts = [arg for name in HOSTS[:count] for arg in ("--limit", name)]
-                    result = _must(run_pyinfra(inventory, REPO / "deploy/models.py",
-                                               extra_args=hosts, cwd=REPO),
-                                   f"models to {count} via {route}")
-                    times[route][count] = result.seconds
-                    print(f"models to {count} host(s) via {route}: {result.seconds:.1f} s",
-                          flush=True)
-            served = registry.blob_bytes_served()
+    with bench_room("room", args.payload_mb, {"models_distribution": "seeded"}) as room:
+        routes = {
+            "cache": room.inventory("via-cache", {"room_cache": CACHE_ADDRESS}),
+            "ssh": room.inventory("via-ssh", {"ollama_download_base": room.releases_url}),
+        }
+        for count in (1, 2, 3):
+            for route, inventory in routes.items():
+                room.empty_hosts()
+                result = room.deploy(inventory, "models.py", room.hosts[:count],
+                                     f"models to {count} via {route}")
+                times[route][count] = result.seconds
+                print(f"models to {count} host(s) via {route}: {result.seconds:.1f} s",
+                      flush=True)
+        served = room.registry.blob_bytes_served()
+        size = room.model.total_size
 
-    size = model.total_size
     for route in ("cache", "ssh"):
         growth = (times[route][3] - times[route][1]) / 2
         print(f"{route}: 1/2/3 hosts {times[route][1]:.1f} / {times[route][2]:.1f} / "

@@ -38,7 +38,8 @@ COURSE_MODELS = ("qwen2.5:7b", "znbang/bge:large-zh-v1.5-f16")
 # The room cache (deploy/room_cache.py): apt-cacher-ng's own port, and where nginx serves
 # the Ollama releases, cuda-keyring and the model store under its document root.
 APT_CACHER_PORT = 3142
-ROOM_CACHE_PATHS = {"ollama": "/ollama", "nvidia": "/nvidia", "models": "/models"}
+ROOM_CACHE_PATHS = {"ollama": "/ollama", "nvidia": "/nvidia", "models": "/models",
+                    "swarm": "/swarm"}
 # Written last by deploy/room_cache.py; hosts check it answers before they use the cache.
 ROOM_CACHE_MARKER = "/gpulab-room-cache.txt"
 Machine = Literal["x86_64", "aarch64"]
@@ -332,9 +333,11 @@ class Settings(BaseModel):
         description="Ollama model names every host gets (checked as Ollama reads them: "
         "`gpulab models resolve NAME`).",
     )
-    models_distribution: Literal["direct", "seeded"] = Field(
+    models_distribution: Literal["direct", "seeded", "swarm"] = Field(
         default="direct",
-        description="direct: each host pulls; seeded: fetched once for the room, then copied.",
+        description="direct: each host pulls; seeded: fetched once for the room, then copied; "
+                    "swarm: fetched once, then spread by BitTorrent among the hosts (aria2), "
+                    "the room cache seeding it (needs room_cache).",
     )
     models_registry: str = Field(
         default=OLLAMA_REGISTRY,
@@ -343,7 +346,7 @@ class Settings(BaseModel):
     )
     models_store: str | None = Field(
         default=None,
-        description="seeded: the instructor's store that hosts are copied from "
+        description="seeded, swarm: the instructor's store that hosts are copied from "
                     "(filled by `gpulab models fetch --store DIR`).",
     )
     models_remove_unlisted: bool = Field(
@@ -593,6 +596,11 @@ class Settings(BaseModel):
         return f"http://{host}" + (f":{port}" if port != 80 else "")
 
     @property
+    def from_store(self) -> bool:
+        """Whether the models come from the instructor's store (seeded or swarm), not pulls."""
+        return self.models_distribution in ("seeded", "swarm")
+
+    @property
     def ollama_exposed(self) -> bool:
         """Whether Ollama listens beyond loopback."""
         return not _is_loopback(ollama_listen_address(self.ollama_host)[0])
@@ -707,6 +715,10 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
             problems.append(("nvidia_repo_base", f"port {repo.port}: through the room cache, "
                              "apt-cacher-ng's HTTPS route reaches port 443 only; serve the "
                              "mirror on 443 or over http, or set apt_proxy"))
+    if settings.models_distribution == "swarm" and settings.room_cache is None:
+        problems.append(("room_cache", "models_distribution: swarm needs the room cache, its "
+                         "first seed and web seed (the instructor's machine can be it: @local "
+                         "in the group room_cache); or use seeded"))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((
             "ollama_allowed_clients",

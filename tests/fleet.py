@@ -33,6 +33,10 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+# sh: the guest's NIC on the room network (the one with the room MAC prefix)
+ROOM_LINK = "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')"
+
+
 def join_room(fleet: Fleet, name: str) -> str:
     """Give a guest of a fleet with a room network its room address, ``10.77.0.<index>/24``,
     on the NIC with its room MAC (systemd-networkd); the address."""
@@ -40,10 +44,26 @@ def join_room(fleet: Fleet, name: str) -> str:
     network = (f"[Match]\\nMACAddress={room_mac(index)}\\n[Network]\\n"
                f"Address=10.77.0.{index}/24\\nLinkLocalAddressing=no\\n")
     rc, output = fleet.ssh(name, f"printf '{network}' > /etc/systemd/network/05-room.network "
-                           "&& networkctl reload && sleep 2 && networkctl reconfigure "
-                           "$(ip -o link | awk -F': ' '/52:54:00:77/{print $2}')", timeout=60)
+                           f"&& networkctl reload && sleep 2 && networkctl reconfigure {ROOM_LINK}",
+                           timeout=60)
     assert rc == 0, output
     return f"10.77.0.{index}"
+
+
+def throttle_room_link(fleet: Fleet, name: str, rate: str) -> None:
+    """Limit what a guest sends on the room network to ``rate`` (``tc``'s token bucket, e.g.
+    ``40mbit``): the room's link, not this machine's CPUs, bounds a transfer."""
+    rc, output = fleet.ssh(name, f"tc qdisc replace dev {ROOM_LINK} root tbf rate {rate} "
+                           "burst 64kb latency 400ms", timeout=60)
+    assert rc == 0, output
+
+
+def room_bytes_sent(fleet: Fleet, name: str) -> int:
+    """The bytes a guest has sent on the room network since it booted (its NIC's counter)."""
+    rc, output = fleet.ssh(name, f"cat /sys/class/net/{ROOM_LINK}/statistics/tx_bytes",
+                           timeout=60)
+    assert rc == 0, output
+    return int(output.strip())
 
 
 class FleetUnderTest(Fleet):

@@ -36,6 +36,7 @@ from pyinfra.operations import files
 
 from gpulab.deploys.common import gpulab_deploy, refused, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
+from gpulab.deploys.swarm import is_room_seed, staging_dir, swarm_round
 from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import blob_check_command, stamp_path
@@ -67,16 +68,17 @@ def complete_in_store(root: str, name_text: str) -> StoredModel:
     return stored
 
 
-def _placed(staged: str, dest: str, sha256: str, owner: str, stamp: str | None) -> str:
+def _placed(staged: str, dest: str, sha256: str | None, owner: str, stamp: str | None) -> str:
     """sh: the staged file owned by ``owner`` and renamed over ``dest`` if its sha256 checks
-    out (deleted otherwise, failing the host); ``stamp`` records the checked blob."""
+    out (deleted otherwise, failing the host; ``None``: checked already); ``stamp`` records
+    the checked blob."""
     quoted, final = shlex.quote(staged), shlex.quote(dest)
     mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
     record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
               if stamp is not None else "")
-    return (f"chown {owner}:{owner} {quoted}; chmod 644 {quoted}; "
-            f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
-            f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; "
+    check = (f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
+             f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; " if sha256 is not None else "")
+    return (f"chown {owner}:{owner} {quoted}; chmod 644 {quoted}; {check}"
             f"touch {quoted} && mv -f {quoted} {final}{record}")
 
 
@@ -137,6 +139,21 @@ def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
            f"echo {unreachable}\" (curl exit $rc; a partial download is resumed on the next "
            f"run); is the room cache's nginx (or the registry) reachable?\" >&2; exit 1; }}; "
            + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp))
+
+
+@operation()
+def swarm_placed(staged: str, dest: str, stamp: str, owner: str = OWNER) -> Generator[str]:
+    """A blob the swarm brought (complete, its sha256 checked while every seeder still ran)
+    owned by ``owner`` with a fresh mtime and renamed from the staging directory over ``dest``.
+
+    .. code:: python
+
+        swarm_placed(name="blob 2bada8a74506 from the swarm",
+                     staged="/usr/share/ollama/.ollama/models/.gpulab-swarm/blobs/sha256-2bada8...",
+                     dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
+                     stamp="/usr/share/ollama/.ollama/models/.gpulab-verified")
+    """
+    yield "set -e; " + _placed(staged, dest, None, owner, stamp)
 
 
 @operation()
@@ -223,9 +240,19 @@ def _pull_each(to_bring: list[ModelFit], registry: str, api_base: str, can_run: 
 def course_models() -> None:
     """Each host gets the course models its plan names (``gpulab plan`` shows them)."""
     settings = host_settings(host)
-    plan = host_plan(host)
-    if settings.ollama_state == "absent":
-        say(name="Models: none", message="ollama_state is absent")
+    swarm = settings.models_distribution == "swarm"
+    if swarm and is_room_seed(settings):
+        # The room cache only seeds the swarm; the call is the hosts' own (operation order).
+        plan, to_bring = None, []
+    else:
+        plan = host_plan(host)
+        if settings.ollama_state == "absent":
+            say(name="Models: none", message="ollama_state is absent")
+            return
+        to_bring = [fit for fit in plan.models if fit.action in ("copy", "pull")]
+    if swarm:
+        _swarm(settings, plan is None, to_bring)
+    if plan is None:
         return
     for fit in plan.models:
         if fit.action == "remove":
@@ -234,7 +261,6 @@ def course_models() -> None:
                        path=posixpath.join(settings.ollama_models_dir,
                                            parse_model_name(fit.name).manifest_path),
                        present=False)
-    to_bring = [fit for fit in plan.models if fit.action in ("copy", "pull")]
     store_facts = host_facts(host).model_store
     if not to_bring:
         say(name="Models: present", message=", ".join(f.name for f in plan.models) or "none")
@@ -262,6 +288,8 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
                               "instructor's store (gpulab models fetch --store DIR) or a "
                               "room_cache\nnothing was changed")
     source_url = cache + ROOM_CACHE_PATHS["models"] if cache else None
+    staging = (staging_dir(settings.ollama_models_dir)
+               if settings.models_distribution == "swarm" else None)
     for fit in to_bring:
         if settings.models_store is not None:
             model = complete_in_store(settings.models_store, fit.name)
@@ -272,10 +300,32 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
                 continue
             model = found
         copied_from_store(model, settings.models_store, settings.ollama_models_dir,
-                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url)
+                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url,
+                          swarm_dir=staging)
         if plan.ollama.service_can_run:
             listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
                              model=model.name.short, api_base=api_base)
+    if staging is not None:
+        files.directory(name="Models: the swarm's staging directory removed", path=staging,
+                        present=False)
+
+
+def _swarm(settings: Settings, seed: bool, to_bring: list[ModelFit]) -> None:
+    """The swarm round (start, wait, stop) over the course models' blobs, before they are
+    placed: on the room cache as the seed, on a host with what it lacks and holds."""
+    if settings.models_store is None:
+        raise GpulabDataError(f"{host.name}: models_store: swarm distribution needs the "
+                              "instructor's store (gpulab models fetch --store DIR)\n"
+                              "nothing was changed")
+    layers = {layer.file_name: layer for text in settings.models
+              for layer in complete_in_store(settings.models_store, text).manifest.blobs}
+    held = host_facts(host).model_store if not seed else None
+    bring = {layer.file_name for fit in to_bring
+             for layer in complete_in_store(settings.models_store, fit.name).manifest.blobs}
+    sound = [] if held is None else [name for name, layer in sorted(layers.items())
+                                     if held.sound(name, layer.size)]
+    swarm_round(settings, seed=seed, blobs=[(name, layers[name].hex) for name in sorted(layers)],
+                lacking=bool(bring - set(sound)), held=sound)
 
 
 def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | None:
@@ -296,13 +346,14 @@ def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | Non
 
 def copied_from_store(model: StoredModel, store_root: str | None, root: str,
                       held: ModelStoreFacts, held_digest: str | None, owner: str,
-                      source_url: str | None = None) -> None:
+                      source_url: str | None = None, swarm_dir: str | None = None) -> None:
     """One model of a store into the Ollama-layout store at ``root``.
 
     Only the blobs ``held`` lacks move, each checked on the host; the manifest last, when
     its digest differs from ``held_digest``. They are sent from the instructor's store at
     ``store_root``, or, with ``source_url`` (the room cache serving a store over HTTP),
-    downloaded by the host itself.
+    downloaded by the host itself. ``swarm_dir``: where the swarm left the blobs, checked
+    (the manifest still comes from ``source_url``).
     """
     store = Store(Path(store_root or ".").expanduser())
     blobs_dir = posixpath.join(root, "blobs")
@@ -313,7 +364,10 @@ def copied_from_store(model: StoredModel, store_root: str | None, root: str,
 
     def bring(label: str, relative: str, source: Path, sha256: str, record: bool) -> None:
         dest = posixpath.join(root, relative)
-        if source_url is None:
+        if swarm_dir is not None and record:
+            swarm_placed(name=f"Models: {label} from the swarm", dest=dest, stamp=stamp,
+                         staged=posixpath.join(swarm_dir, relative), owner=owner)
+        elif source_url is None:
             verified_file(name=f"Models: {label}", src=str(source), dest=dest, sha256=sha256,
                           staging_dir=blobs_dir, stamp=stamp if record else None, owner=owner)
         else:

@@ -21,13 +21,14 @@ import base64
 import binascii
 import ipaddress
 import posixpath
+import shlex
 import urllib.parse
 from collections.abc import Generator
 from io import BytesIO, StringIO
 
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.facts.files import FileContents
+from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server, systemd
 
 from gpulab.deploys.common import changed, gpulab_deploy, refused, template
@@ -37,7 +38,8 @@ from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import OllamaModelStore, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import StoreError, manifest_digest, parse_manifest
+from gpulab.models.store import Manifest, StoreError, manifest_digest, parse_manifest
+from gpulab.models.swarm import TORRENT_NAME, mktorrent_command, torrent_id
 from gpulab.plan import ollama as ollama_lib
 from gpulab.plan.host import CUDA_KEYRING
 from gpulab.settings import (
@@ -63,6 +65,38 @@ def wrapped_networks(cidrs: list[str]) -> str:
     """
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
     return " ".join(["127.0.0.1", *(f"{n.network_address}/{n.netmask}" for n in networks)])
+
+
+@operation()
+def torrent_made(models_dir: str, blobs: list[str], torrent: str, web_seed: str
+                 ) -> Generator[str]:
+    """The room's torrent of ``blobs`` (file names in ``models_dir/blobs``) at ``torrent``,
+    made by ``mktorrent`` with ``web_seed`` (the cache's own ``/models/``), unless present.
+
+    The blobs are hard-linked into a directory of their own first (the torrent holds the
+    course models' blobs and nothing else the store may hold); the torrent takes its name
+    only once complete.
+
+    .. code:: python
+
+        torrent_made(name="Room cache: the swarm's torrent", models_dir="/srv/gpulab-cache/models",
+                     blobs=["sha256-2bada8..."], web_seed="http://10.0.0.5/models/",
+                     torrent="/srv/gpulab-cache/swarm/3f2a9c0d1e4b5a67.torrent")
+    """
+    if host.get_fact(File, path=torrent):
+        host.noop(f"{torrent} is already made")
+        return
+    build = posixpath.join(posixpath.dirname(models_dir), ".gpulab-swarm-build")
+    linked = posixpath.join(build, TORRENT_NAME)
+    partial = torrent + ".partial"
+    links = "; ".join(f"ln {shlex.quote(posixpath.join(models_dir, 'blobs', name))} "
+                      f"{shlex.quote(posixpath.join(linked, name))}" for name in blobs)
+    yield (f"set -e; rm -rf {shlex.quote(build)} {shlex.quote(partial)}; "
+           f"mkdir -p {shlex.quote(linked)} {shlex.quote(posixpath.dirname(torrent))}; "
+           f"{links}; "
+           + " ".join(shlex.quote(part) for part in mktorrent_command(linked, partial, web_seed))
+           + f" >/dev/null; chmod 644 {shlex.quote(partial)}; "
+           f"mv -f {shlex.quote(partial)} {shlex.quote(torrent)}; rm -rf {shlex.quote(build)}")
 
 
 @operation()
@@ -158,21 +192,37 @@ def _served_files(settings: Settings) -> None:
     held = host.get_fact(OllamaModelStore, models_dir=models_root)
     digests = {entry.path: manifest_digest(base64.b64decode(entry.data_base64))
                for entry in held.manifests}
+    layers = {}
     for name_text in settings.models:
         name = parse_model_name(name_text)
         held_digest = digests.get(name.manifest_path.removeprefix("manifests/"))
+        manifest: Manifest | None
         if settings.models_store is not None:
-            copied_from_store(complete_in_store(settings.models_store, name_text),
-                              settings.models_store, models_root, held, held_digest, "root")
+            model = complete_in_store(settings.models_store, name_text)
+            copied_from_store(model, settings.models_store, models_root, held, held_digest,
+                              "root")
+            manifest = model.manifest
         else:
-            _fetched_by_the_cache(settings, name_text, models_root, held, held_digest)
+            manifest = _fetched_by_the_cache(settings, name_text, models_root, held,
+                                             held_digest)
+        if manifest is not None:
+            layers.update({layer.file_name: layer.digest for layer in manifest.blobs})
+    if settings.models_distribution == "swarm":
+        apt.packages(name="mktorrent (the swarm's torrent)", packages=["mktorrent"],
+                     no_recommends=True, update=True, cache_time=settings.apt_cache_time)
+        torrent_made(name="Room cache: the swarm's torrent", models_dir=models_root,
+                     blobs=sorted(layers), web_seed=f"{settings.room_cache_url}"
+                     f"{ROOM_CACHE_PATHS['models']}/",
+                     torrent=posixpath.join(root + ROOM_CACHE_PATHS["swarm"],
+                                            f"{torrent_id(layers.values())}.torrent"))
 
 
 def _fetched_by_the_cache(settings: Settings, name_text: str, models_root: str,
-                          held: ModelStoreFacts, held_digest: str | None) -> None:
+                          held: ModelStoreFacts, held_digest: str | None) -> Manifest | None:
     """Without ``models_store`` the cache downloads the model from ``models_registry``
     itself: the manifest read on the cache (a fact), each blob it lacks resumed and
-    sha256-checked there, the manifest written last under Ollama's canonical name."""
+    sha256-checked there, the manifest written last under Ollama's canonical name; the
+    manifest (None, with the cache refused, when the registry has none)."""
     name = parse_model_name(name_text)
     source = (name if settings.models_registry.rstrip("/") == name.base_url
               else name.through(settings.models_registry))
@@ -186,7 +236,7 @@ def _fetched_by_the_cache(settings: Settings, name_text: str, models_root: str,
             f"{source.manifest_url}: no manifest for the room cache ({answer}); check "
             "models_registry and the cache's network, or fill a store on your machine "
             "(gpulab models fetch) and set models_store"))
-        return
+        return None
     blobs_dir = posixpath.join(models_root, "blobs")
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {models_root}/{level}/",
@@ -205,6 +255,7 @@ def _fetched_by_the_cache(settings: Settings, name_text: str, models_root: str,
                         path=posixpath.dirname(manifest_file), mode="755", present=True)
         files.put(name=f"Models: {name.short} manifest (written last)", src=BytesIO(data),
                   dest=manifest_file, mode="644")
+    return manifest
 
 
 def _nginx(settings: Settings) -> None:

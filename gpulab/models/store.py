@@ -248,7 +248,7 @@ def seeded_source(settings: Settings) -> dict[ModelName, StoredModel]:
     """The instructor's manifests of the course models, in seeded mode: what the plan
     compares each host with. A model the store lacks or cannot read is left out; the deploy
     stops on it with what to do."""
-    if settings.models_distribution != "seeded" or settings.models_store is None:
+    if not settings.from_store or settings.models_store is None:
         return {}
     store = Store(Path(settings.models_store).expanduser())
     found: dict[ModelName, StoredModel] = {}

@@ -180,7 +180,7 @@ def room_cache_routes(settings: Settings) -> tuple[str, ...]:
         routes.append("nvidia")
     if from_room_cache(settings, "ollama_download_base"):
         routes.append("ollama")
-    if settings.models_distribution == "seeded":
+    if settings.from_store:
         routes.append("models")
     return tuple(routes)
 

@@ -83,7 +83,7 @@ def plan_models(facts: HostFacts, settings: Settings,
     """
     on_host = _host_manifests(facts)
     store = facts.model_store
-    verb: ModelAction = "copy" if settings.models_distribution == "seeded" else "pull"
+    verb: ModelAction = "copy" if settings.from_store else "pull"
     plans: list[ModelFit] = []
     wanted = [parse_model_name(text) for text in settings.models]
     for name in wanted:

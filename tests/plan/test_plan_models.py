@@ -212,3 +212,72 @@ def test_blobs_the_fact_hashed_are_recorded_without_hashing_again(
     assert _names(planned) == ["Models: present", "Models: checked blobs recorded"]
     assert planned.op("checked blobs recorded").text == (
         f"printf '%s\\n' '{line}' >> {MODELS}/.gpulab-verified")
+
+
+def _swarm(facts: str, store: Path, addresses: str) -> PlannedHost:
+    return plan_deploy(course_models, facts, {
+        "models": ["qwen2.5:7b"], "models_distribution": "swarm", "models_store": str(store),
+        "room_cache": "10.77.0.1", "room_cidrs": ["10.77.0.0/24"],
+    }, {"uname -s": "Linux", "hostname -I": addresses})
+
+
+def test_swarm_a_host_starts_waits_stops_then_places_the_blobs(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    layers = sorted(model.blobs.items())
+    held = {layers[0][0].replace(":", "-"): layers[0][1]}  # one blob is there already
+    planned = _swarm(_host_facts(tmp_path, model, held), store, "10.0.2.15 10.77.0.2")
+    names = _names(planned)
+    order = ["Models: aria2 and nftables for the swarm", "Models: swarm started",
+             "Models: swarm complete and checked", "Models: swarm stopped, port closed"]
+    assert [name for name in names if name in order] == order
+    stopped = names.index(order[-1])
+    placed = [n for n in names if n.endswith("from the swarm")]
+    assert len(placed) == len(layers) - 1 and all(names.index(n) > stopped for n in placed)
+    # (the host holds the manifest already: no manifest moves)
+    assert names[-2:] == ["Models: Ollama lists qwen2.5:7b",
+                          "Models: the swarm's staging directory removed"]
+    started = planned.op("swarm started").text
+    staging = f"{MODELS}/.gpulab-swarm"
+    held_name = layers[0][0].replace(":", "-")
+    assert f"ln {MODELS}/blobs/{held_name} {staging}/blobs/{held_name}" in started
+    assert "http://10.77.0.1/swarm/" in started and "systemd-run --quiet --collect" in started
+    assert "--bt-lpd-interface=10.77.0.2" in started and "--check-integrity=true" in started
+    assert "ip saddr { 10.77.0.0/24 } tcp dport 6881 accept" in started
+    assert "tcp dport 6881 counter drop" in started
+    complete = planned.op("swarm complete").text
+    for digest in model.blobs:
+        assert f"{digest[7:]}  {digest.replace(':', '-')}" in complete
+    assert "nft delete table inet gpulab_swarm" in planned.op("swarm stopped").text
+    blob = planned.op(f"blob {layers[1][0][7:19]} from the swarm").text
+    assert f"mv -f {staging}/blobs/{layers[1][0].replace(':', '-')}" in blob
+    assert "sha256sum" not in blob  # checked while the swarm still ran
+
+
+def test_swarm_the_room_cache_only_seeds(seeded: tuple[Path, PublishedModel]) -> None:
+    store, _model = seeded
+    planned = _swarm("debian12-nogpu.json", store, "10.0.2.15 10.77.0.1")
+    assert _names(planned) == ["Models: aria2 and nftables for the swarm",
+                               "Models: swarm started", "Models: swarm stopped, port closed"]
+    started = planned.op("swarm started").text
+    assert "--bt-seed-unverified=true" in started
+    assert "--dir=/srv/gpulab-cache/models" in started
+    assert "/srv/gpulab-cache/swarm/" in started and "curl" not in started
+
+
+def test_swarm_a_complete_host_takes_no_part(
+    seeded: tuple[Path, PublishedModel], tmp_path: Path
+) -> None:
+    store, model = seeded
+    held = {digest.replace(":", "-"): size for digest, size in model.blobs.items()}
+    planned = _swarm(_host_facts(tmp_path, model, held), store, "10.77.0.2")
+    assert _names(planned) == ["Models: present"] and planned.text == ""
+
+
+def test_swarm_a_host_off_the_room_network_is_refused(
+    seeded: tuple[Path, PublishedModel]
+) -> None:
+    store, _model = seeded
+    with pytest.raises(GpulabDataError, match=r"no address in room_cidrs \(10.77.0.0/24\)"):
+        _swarm("debian12-gtx1650.json", store, "10.0.2.15")

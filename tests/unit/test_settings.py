@@ -71,7 +71,7 @@ def test_unknown_gpulab_key_is_named_with_a_suggestion() -> None:
         ({"models": ["qwen2.5 7b"]}, "models", "not a model name"),
         ({"models": ["a/b/c/d:e"]}, "models", "too many '/'"),
         ({"models": ["ns.with.dots/m:t"]}, "models", "namespace"),
-        ({"models_distribution": "p2p"}, "models_distribution", "'direct' or 'seeded'"),
+        ({"models_distribution": "p2p"}, "models_distribution", "'direct', 'seeded' or 'swarm'"),
         ({"vllm_port": 0}, "vllm_port", "greater than 0"),
         ({"reboot_batch": 0}, "reboot_batch", "greater than or equal to 1"),
         ({"reboot_allowed": "sometimes"}, "reboot_allowed", "valid boolean"),
