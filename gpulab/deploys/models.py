@@ -290,6 +290,9 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
     source_url = cache + ROOM_CACHE_PATHS["models"] if cache else None
     staging = (staging_dir(settings.ollama_models_dir)
                if settings.models_distribution == "swarm" else None)
+    # With a room cache the host downloads from it; otherwise the store is sent over SSH.
+    source: Store | str = (source_url if source_url is not None
+                           else Store(Path(str(settings.models_store)).expanduser()))
     for fit in to_bring:
         if settings.models_store is not None:
             model = complete_in_store(settings.models_store, fit.name)
@@ -299,8 +302,8 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
             if found is None:
                 continue
             model = found
-        copied_from_store(model, settings.models_store, settings.ollama_models_dir,
-                          host_facts(host).model_store, fit.manifest_digest, OWNER, source_url,
+        copied_from_store(model, source, settings.ollama_models_dir,
+                          host_facts(host).model_store, fit.manifest_digest, OWNER,
                           swarm_dir=staging)
         if plan.ollama.service_can_run:
             listed_by_ollama(name=f"Models: Ollama lists {model.name.short}",
@@ -344,47 +347,47 @@ def _manifest_on_the_cache(source_url: str, name_text: str) -> StoredModel | Non
         return None
 
 
-def copied_from_store(model: StoredModel, store_root: str | None, root: str,
+def copied_from_store(model: StoredModel, source: Store | str, root: str,
                       held: ModelStoreFacts, held_digest: str | None, owner: str,
-                      source_url: str | None = None, swarm_dir: str | None = None) -> None:
+                      swarm_dir: str | None = None) -> None:
     """One model of a store into the Ollama-layout store at ``root``.
 
     Only the blobs ``held`` lacks move, each checked on the host; the manifest last, when
-    its digest differs from ``held_digest``. They are sent from the instructor's store at
-    ``store_root``, or, with ``source_url`` (the room cache serving a store over HTTP),
-    downloaded by the host itself. ``swarm_dir``: where the swarm left the blobs, checked
-    (the manifest still comes from ``source_url``).
+    its digest differs from ``held_digest``. ``source`` is the instructor's store (sent over
+    SSH) or the URL of a store the room cache serves over HTTP (downloaded by the host
+    itself). ``swarm_dir``: where the swarm left the blobs, checked (the manifest still comes
+    from ``source``).
     """
-    store = Store(Path(store_root or ".").expanduser())
     blobs_dir = posixpath.join(root, "blobs")
     for level in ("blobs", "manifests"):
         files.directory(name=f"Models: {root}/{level}/", path=posixpath.join(root, level),
                         user=owner, group=owner, mode="755")
     stamp = stamp_path(root)
 
-    def bring(label: str, relative: str, source: Path, sha256: str, record: bool) -> None:
+    def bring(label: str, relative: str, sha256: str, record: bool) -> None:
         dest = posixpath.join(root, relative)
         if swarm_dir is not None and record:
             swarm_placed(name=f"Models: {label} from the swarm", dest=dest, stamp=stamp,
                          staged=posixpath.join(swarm_dir, relative), owner=owner)
-        elif source_url is None:
-            verified_file(name=f"Models: {label}", src=str(source), dest=dest, sha256=sha256,
-                          staging_dir=blobs_dir, stamp=stamp if record else None, owner=owner)
+        elif isinstance(source, Store):
+            verified_file(name=f"Models: {label}", src=str(source.root / relative), dest=dest,
+                          sha256=sha256, staging_dir=blobs_dir,
+                          stamp=stamp if record else None, owner=owner)
         else:
             verified_download(name=f"Models: {label} from the room cache",
-                              url=f"{source_url}/{relative}", dest=dest, sha256=sha256,
+                              url=f"{source}/{relative}", dest=dest, sha256=sha256,
                               staging_dir=blobs_dir,
                               stamp=stamp if record else None, owner=owner)
 
     for layer in model.manifest.blobs:
         if not held.sound(layer.file_name, layer.size):
             bring(f"{model.name.short} blob {layer.hex[:12]}", f"blobs/{layer.file_name}",
-                  store.blob_file(layer), layer.hex, record=True)
+                  layer.hex, record=True)
     if held_digest != model.digest:
         parts = model.name.manifest_path.split("/")
         for depth in range(2, len(parts)):
             files.directory(name=f"Models: {'/'.join(parts[:depth])}/",
                             path=posixpath.join(root, *parts[:depth]),
                             user=owner, group=owner, mode="755")
-        bring(f"{model.name.short} manifest", model.name.manifest_path,
-              store.manifest_file(model.name), model.digest, record=False)
+        bring(f"{model.name.short} manifest", model.name.manifest_path, model.digest,
+              record=False)

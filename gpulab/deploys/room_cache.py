@@ -25,6 +25,7 @@ import shlex
 import urllib.parse
 from collections.abc import Generator
 from io import BytesIO, StringIO
+from pathlib import Path
 
 from pyinfra.api.operation import operation
 from pyinfra.context import host
@@ -38,7 +39,7 @@ from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import OllamaModelStore, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import Manifest, StoreError, manifest_digest, parse_manifest
+from gpulab.models.store import Manifest, Store, StoreError, manifest_digest, parse_manifest
 from gpulab.models.swarm import TORRENT_NAME, mktorrent_command, torrent_id
 from gpulab.plan import ollama as ollama_lib
 from gpulab.plan.host import CUDA_KEYRING
@@ -199,8 +200,8 @@ def _served_files(settings: Settings) -> None:
         manifest: Manifest | None
         if settings.models_store is not None:
             model = complete_in_store(settings.models_store, name_text)
-            copied_from_store(model, settings.models_store, models_root, held, held_digest,
-                              "root")
+            copied_from_store(model, Store(Path(settings.models_store).expanduser()),
+                              models_root, held, held_digest, "root")
             manifest = model.manifest
         else:
             manifest = _fetched_by_the_cache(settings, name_text, models_root, held,

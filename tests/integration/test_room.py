@@ -1,10 +1,4 @@
-"""The room cache on a room network of three guests: one cache, two hosts, real servers.
-
-QUARANTINED, not in `make test`: it passed alone on this machine (stop 20, run 6: set-up,
-both hosts through the cache, the no-change rerun), but 3 of its 4 tests failed in the
-clean-clone CI run for a reason not read before the session ended (issue 15). Run it with
-``.venv/bin/pytest tests/quarantine/test_room_cache.py -s`` (root, QEMU); it uses the
-integration tier's fixtures through ``tests/integration/conftest.py``.
+"""The room network of four guests: the room cache, then the models swarm, real servers.
 
 ``room-01`` becomes the cache with the real deploy (Debian's apt-cacher-ng and nginx);
 ``room-02`` and ``room-03`` are provisioned through it in one pyinfra run: NVIDIA's
@@ -13,11 +7,20 @@ apt-cacher-ng's ``http://HTTPS///`` route, Debian's archive through apt-cacher-n
 release and the course model over HTTP from nginx. The guests reach each other only on the
 room network (``10.77.0.0/24``), a QEMU socket netdev on this machine's loopback; the
 stand-ins count what they served: every upstream file once for the whole room.
+
+Then the same room switches to ``models_distribution: swarm``: the cache's deploy once more
+(mktorrent's torrent with the web seed at its nginx), ``room-04`` gets Ollama from the cache,
+and the model is spread by aria2 from Debian's archive among the three hosts (peers meeting by
+Local Peer Discovery), each guest's room link throttled (``tc``) so the transfer lasts long
+enough to kill a host in the middle of it. One room for both saves a boot of four guests and
+a cache set-up in ``make test``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,13 @@ from tests.fixtures.http_server import StaticServer, self_signed_certificate, tr
 from tests.fixtures.nvidia_repo import build_repo
 from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import FleetUnderTest, free_udp_port, inventory_with, join_room
+from tests.fleet import (
+    FleetUnderTest,
+    free_udp_port,
+    inventory_with,
+    join_room,
+    throttle_room_link,
+)
 from tests.integration.conftest import require_guests
 from tests.integration.outcomes import assert_unchanged
 from tests.phases import record_phase, timed
@@ -44,9 +53,14 @@ REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests/plan/facts/debian12-gtx1650.json"
 VERSION = "0.33.0"
 CACHE, HOSTS = "room-01", ("room-02", "room-03")
+SWARM_HOSTS = (*HOSTS, "room-04")
 CACHE_IP = "10.77.0.1"
 MODELS = "/usr/share/ollama/.ollama/models"
 ACNG_LOG = "/var/log/apt-cacher-ng/apt-cacher.log"
+# Big enough that the swarm lasts a few seconds on the throttled links (a host is killed in it).
+PAYLOAD = 24 << 20
+# Each guest's room egress in the swarm: the model takes ~5 s per copy from one sender.
+SWARM_RATE = "40mbit"
 
 
 @dataclass
@@ -63,10 +77,12 @@ class Room:
         rc, output = self.fleet.ssh(name, command, timeout=120)
         if check and rc != 0:
             raise AssertionError(f"{name}: {command!r}: exit {rc}\n{output}")
-        return output
+        return output.strip()
 
-    def deploy(self, label: str, deploys: tuple[str, ...], limit: list[str],
+    def deploy(self, label: str, deploys: tuple[str, ...], limit: tuple[str, ...],
                **data: Any) -> PyinfraResult:
+        """``deploys`` over ``limit`` with the room's data and ``data``; hosts with a GPU are
+        the recorded GTX 1650 (only ``room-02`` and ``room-03`` take the driver)."""
         per_host = {name: {"gpulab_stand_in_facts": str(self.facts)} for name in HOSTS}
         inventory = inventory_with(self.fleet, {**self.data, **data},
                                    self.tmp / f"inventory-{label.replace(' ', '-')}.py",
@@ -74,7 +90,7 @@ class Room:
         result = run_pyinfra(inventory, *(REPO / "deploy" / d for d in deploys), cwd=REPO,
                              extra_args=[arg for name in limit for arg in ("--limit", name)],
                              timeout=1500)
-        record_phase(f"room cache: {label} (rc {result.rc})", result.seconds)
+        record_phase(f"room: {label} (rc {result.rc})", result.seconds)
         return result
 
     def upstream_once(self) -> list[str]:
@@ -92,13 +108,25 @@ class Room:
                     repeated.append(f"{path}: {server.count(path, 'GET')}")
         return repeated
 
+    def tags(self, name: str) -> set[str]:
+        tags = json.loads(self.sh(name, "curl -fsS http://127.0.0.1:11434/api/tags"))
+        return {m["name"] for m in tags["models"]}
+
+    def swarm_leftovers(self, name: str) -> str:
+        """aria2 processes, the swarm's table or a listener on its port, if any remain."""
+        return self.sh(name, "pgrep -a aria2c; nft list table inet gpulab_swarm 2>/dev/null "
+                       "| head -1; ss -Hltn 'sport = :6881'; true")
+
+    def forget_model(self, name: str) -> None:
+        self.sh(name, f"rm -rf {MODELS}/blobs/* {MODELS}/manifests/* {MODELS}/.gpulab-verified")
+
 
 @pytest.fixture(scope="module")
 def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     require_guests()
-    tmp = tmp_path_factory.mktemp("room-cache")
+    tmp = tmp_path_factory.mktemp("room")
     cert, key = self_signed_certificate(tmp)
-    fleet = FleetUnderTest(tmp / "fleet", hosts=3, prefix="room", memory_mib=1024,
+    fleet = FleetUnderTest(tmp / "fleet", hosts=4, prefix="room", memory_mib=1024,
                            image=lab_image, room_port=free_udp_port(),
                            log=lambda m: print(m, flush=True))
     # apt-cacher-ng's HTTPS route connects to port 443 whatever the URL says, as NVIDIA's is.
@@ -107,10 +135,10 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
             fleet:
         build_repo(tmp / "nvidia", "debian12", nvidia.guest_url)
         build_release(releases.root, VERSION)
-        model = registry.publish("qwen2.5:7b", payload_bytes=2 << 20)
+        model = registry.publish("qwen2.5:7b", payload_bytes=PAYLOAD)
         store = tmp / "store"
         RegistryClient().fetch(Store(store), parse_model_name("qwen2.5:7b"), registry.url)
-        with timed("room cache: boot 3 guests with a room network"):
+        with timed("room: boot 4 guests with a room network"):
             fleet.up()
             for name in fleet.guests:
                 join_room(fleet, name)
@@ -134,7 +162,7 @@ def room(lab_image: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 def test_the_cache_is_set_up_from_the_upstreams(room: Room) -> None:
     # The cache itself fetches from the stand-ins; hosts never see their addresses.
-    result = room.deploy("cache set-up", ("room_cache.py",), [CACHE],
+    result = room.deploy("cache set-up", ("room_cache.py",), (CACHE,),
                          ollama_download_base=room.releases.guest_url)
     assert result.rc == 0, result.describe()
     assert room.releases.count(f"/v{VERSION}/ollama-linux-amd64.tar.zst", "GET") == 1
@@ -157,17 +185,18 @@ def test_the_cache_is_set_up_from_the_upstreams(room: Room) -> None:
     assert "location:" in headers.lower(), headers
 
 
+GPU_HOST = ("base.py", "nvidia.py", "cuda.py", "ollama.py", "models.py")
+
+
 def test_both_hosts_take_everything_from_the_cache_once(room: Room) -> None:
-    result = room.deploy("2 hosts through the cache", (
-        "base.py", "nvidia.py", "cuda.py", "ollama.py", "models.py"), list(HOSTS))
+    result = room.deploy("2 hosts through the cache", GPU_HOST, HOSTS)
     assert result.rc == 0, result.describe()
     for name in HOSTS:
         assert room.sh(name, "dpkg-query -W -f='${Version}' cuda-toolkit-12-6").startswith(
             "12.6")
         sources = room.sh(name, "cat /etc/apt/sources.list.d/cuda-debian12-x86_64.list")
         assert f"http://HTTPS///{room.nvidia.guest_url.removeprefix('https://')}" in sources
-        tags = json.loads(room.sh(name, "curl -fsS http://127.0.0.1:11434/api/tags"))
-        assert {m["name"] for m in tags["models"]} == {"qwen2.5:7b"}
+        assert room.tags(name) == {"qwen2.5:7b"}
     assert room.upstream_once() == []
     toolkit = [r.path for r in room.nvidia.requests if "cuda-toolkit-12-6_" in r.path]
     assert len(toolkit) == 1, toolkit  # one .deb for two hosts
@@ -184,11 +213,10 @@ def test_both_hosts_take_everything_from_the_cache_once(room: Room) -> None:
 
 
 def test_a_rerun_changes_nothing(room: Room) -> None:
-    cache = room.deploy("cache rerun", ("room_cache.py",), [CACHE],
+    cache = room.deploy("cache rerun", ("room_cache.py",), (CACHE,),
                         ollama_download_base=room.releases.guest_url)
     assert_unchanged(cache, [CACHE])
-    hosts = room.deploy("hosts rerun", ("base.py", "nvidia.py", "cuda.py", "ollama.py",
-                                        "models.py"), list(HOSTS))
+    hosts = room.deploy("hosts rerun", GPU_HOST, HOSTS)
     assert_unchanged(hosts, HOSTS)
     assert room.upstream_once() == []
 
@@ -196,9 +224,76 @@ def test_a_rerun_changes_nothing(room: Room) -> None:
 def test_hosts_fail_naming_the_cache_when_it_is_down(room: Room) -> None:
     room.sh(CACHE, "systemctl stop nginx")
     try:
-        result = room.deploy("nginx stopped", ("base.py",), list(HOSTS))
+        result = room.deploy("nginx stopped", ("base.py",), HOSTS)
         assert result.rc != 0
         assert set(result.failed_hosts) == set(HOSTS), result.describe()
         assert f"room cache {CACHE_IP}: http://{CACHE_IP}/gpulab-room-cache.txt" in result.output
     finally:
         room.sh(CACHE, "systemctl start nginx")
+
+
+@pytest.fixture(scope="module")
+def swarm(room: Room) -> Room:
+    """The room switched to the swarm: the cache's deploy once more (the torrent), Ollama on
+    ``room-04`` from the cache, the seeded model forgotten, every room link throttled."""
+    room.data["models_distribution"] = "swarm"
+    with timed("room: switch to the swarm (torrent, Ollama on room-04)"):
+        cache = room.deploy("cache with the torrent", ("room_cache.py",), (CACHE,),
+                            ollama_download_base=room.releases.guest_url)
+        assert cache.rc == 0, cache.describe()
+        ollama = room.deploy("Ollama on room-04", ("ollama.py",), SWARM_HOSTS[2:])
+        assert ollama.rc == 0, ollama.describe()
+        for name in HOSTS:
+            room.forget_model(name)
+        for name in room.fleet.guests:
+            throttle_room_link(room.fleet, name, SWARM_RATE)
+    return room
+
+
+def test_the_swarm_brings_the_model_to_every_host_complete_and_checked(swarm: Room) -> None:
+    result = swarm.deploy("swarm to 3 hosts", ("models.py",), (CACHE, *SWARM_HOSTS))
+    assert result.rc == 0, result.describe()
+    for name in SWARM_HOSTS:
+        assert swarm.tags(name) == {"qwen2.5:7b"}
+        owners = swarm.sh(name, f"stat -c %U {MODELS}/blobs/* | sort -u")
+        assert owners == "ollama", owners
+        assert swarm.sh(name, f"test ! -e {MODELS}/.gpulab-swarm && echo gone") == "gone"
+    for name in (CACHE, *SWARM_HOSTS):
+        assert swarm.swarm_leftovers(name) == "", f"{name}: {swarm.swarm_leftovers(name)}"
+    # Peers served each other: the cache's nginx (web seed) did not send every host a copy.
+    log = swarm.sh(CACHE, "cat /var/log/nginx/access.log")
+    print(f"web seed requests: {log.count('/models/blobs/')}")
+
+
+def test_a_swarm_rerun_moves_nothing_and_starts_nothing(swarm: Room) -> None:
+    result = swarm.deploy("swarm rerun", ("models.py",), (CACHE, *SWARM_HOSTS))
+    assert_unchanged(result, (CACHE, *SWARM_HOSTS))
+    for name in (CACHE, *SWARM_HOSTS):
+        assert swarm.swarm_leftovers(name) == "", name
+
+
+def test_a_host_killed_mid_swarm_fails_alone(swarm: Room) -> None:
+    victim, survivor = SWARM_HOSTS[0], SWARM_HOSTS[1]
+    for name in (victim, survivor):
+        swarm.forget_model(name)
+    outcome: list[PyinfraResult] = []
+    run = threading.Thread(target=lambda: outcome.append(
+        swarm.deploy("swarm with a host killed", ("models.py",), (CACHE, *SWARM_HOSTS))))
+    run.start()
+    staged = f"{MODELS}/.gpulab-swarm/blobs"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        rc, size = swarm.fleet.ssh(victim, f"du -sb {staged} 2>/dev/null | cut -f1", timeout=30)
+        if rc == 0 and size.strip().isdigit() and int(size) > 0:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the victim never started downloading")
+    swarm.fleet.kill(victim)
+    run.join(timeout=900)
+    (result,) = outcome
+    assert result.rc != 0 and victim in result.failed_hosts, result.describe()
+    assert [h for h in result.failed_hosts if h != victim] == [], result.describe()
+    assert swarm.tags(survivor) == {"qwen2.5:7b"}
+    for name in (CACHE, survivor, SWARM_HOSTS[2]):
+        assert swarm.swarm_leftovers(name) == "", f"{name}: {swarm.swarm_leftovers(name)}"
