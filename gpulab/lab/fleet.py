@@ -51,6 +51,11 @@ from gpulab.lab.ssh import GuestSsh
 Log = Callable[[str], None]
 STATE_FILE = "fleet.json"
 HOST_FROM_GUEST = "10.0.2.2"  # user-mode networking: the host's loopback, seen from a guest
+# The guests' kernel command line (direct kernel boot). The guests are throw-away test and
+# rehearsal machines; without KVM, the CPU-vulnerability mitigations' barriers and TLB flushes
+# are emulated, and turning them off made a guest's process starts ~22 % and Python and dpkg
+# ~26-30 % faster under TCG (measured on this project's 2-core machines).
+GUEST_KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 quiet mitigations=off"
 
 
 def free_port() -> int:
@@ -419,7 +424,7 @@ class Fleet:
             accel = ["-accel", "kvm", "-cpu", "host"]
         else:
             accel = ["-accel", f"tcg,tb-size={self.tb_size_mib}", "-cpu", "max"]
-        append = f"root=/dev/vda rw console=ttyS0 quiet systemd.hostname={g.name}"
+        append = f"{GUEST_KERNEL_CMDLINE} systemd.hostname={g.name}"
         argv = [
             "qemu-system-x86_64", *accel,
             "-name", g.name,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpulab.inventory import InventoryError
+from gpulab.lab.fleet import GUEST_KERNEL_CMDLINE
 from gpulab.lab.image import DISK_SIZE, ImagePaths, cache_root, ensure_image, fresh_rootfs
 
 BOX_NAME = "gpulab/debian12"
@@ -44,7 +45,6 @@ VAGRANT_INSECURE_PUBKEY = (
     "K8jlqm8tehUc9c9WhQ=="
     " vagrant insecure public key"
 )
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 quiet"
 # vagrant-libvirt's management network (192.168.121.0/24) answers DNS at its gateway
 MANAGEMENT_GATEWAY = "192.168.121.1"
 BOX_RESOLV_CONF = f"nameserver {MANAGEMENT_GATEWAY}\n"
@@ -55,7 +55,7 @@ Vagrant.configure("2") do |config|
   config.vm.provider "libvirt" do |libvirt|
     libvirt.kernel = File.expand_path("vmlinuz", __dir__)
     libvirt.initrd = File.expand_path("initrd.img", __dir__)
-    libvirt.cmd_line = "{KERNEL_CMDLINE}"
+    libvirt.cmd_line = "{GUEST_KERNEL_CMDLINE}"
   end
 end
 """
@@ -184,7 +184,9 @@ def cmd_box(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     image = ensure_image(log=lambda m: print(m, file=sys.stderr))
-    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]  # user, key, files
+    # this file (user, key, files) and the kernel command line the box's Vagrantfile names
+    recipe = hashlib.sha256(Path(__file__).read_bytes()
+                            + GUEST_KERNEL_CMDLINE.encode()).hexdigest()[:12]
     box_file = build_box(image, cache_root() / "boxes" / f"{image.dir.name}-{recipe}",
                          log=lambda m: print(m, file=sys.stderr))
     _run(["vagrant", "box", "add", "--force", "--name", args.name, str(box_file)])

@@ -90,7 +90,7 @@ def test_box_vagrantfile_boots_the_shipped_kernel() -> None:
     text = vagrant.BOX_VAGRANTFILE
     assert 'libvirt.kernel = File.expand_path("vmlinuz", __dir__)' in text
     assert 'libvirt.initrd = File.expand_path("initrd.img", __dir__)' in text
-    assert 'libvirt.cmd_line = "root=/dev/vda rw console=ttyS0 quiet"' in text
+    assert 'libvirt.cmd_line = "root=/dev/vda rw console=ttyS0 quiet mitigations=off"' in text
 
 
 def test_the_insecure_key_is_vagrants_own() -> None:
