@@ -12,12 +12,13 @@ APT_PACKAGES := debootstrap mmdebstrap qemu-system-x86 qemu-utils e2fsprogs zstd
 	vagrant-libvirt libvirt-daemon-system dnsmasq-base
 LAB_HOSTS ?= 2
 
-.PHONY: help setup apt venv lint test test-fast lab lab-down bench
+.PHONY: help setup apt venv lint test test-fast test-room lab lab-down bench
 
 help:
 	@echo "make setup      host packages + virtualenv with gpulab (editable) and dev tools"
 	@echo "make test       lint, then unit, plan, integration (QEMU guests) and chroot tests"
 	@echo "make test-fast  lint, unit and plan tests only (no guests, no root)"
+	@echo "make test-room  the room cache and swarm guest test (not in make test: budget)"
 	@echo "make lab        boot $(LAB_HOSTS) local Debian 12 guests and run deploy/gpu_host.py on them"
 	@echo "make lab-down   stop the lab guests"
 	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync, room cache"
@@ -49,6 +50,9 @@ test-fast: lint
 
 test: setup lint
 	$(BIN)/pytest tests/unit tests/plan tests/integration tests/chroot
+
+test-room: setup
+	$(BIN)/pytest tests/quarantine/test_room.py
 
 lab: setup
 	$(BIN)/gpulab lab up --hosts $(LAB_HOSTS)

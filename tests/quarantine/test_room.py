@@ -1,5 +1,13 @@
 """The room network of four guests: the room cache, then the models swarm, real servers.
 
+NOT IN `make test` (budget): the module passed whole here (7 of 7, 18.5 min alone), but with
+it the suite would take ~92 minutes on 2 cores, past CI's 90 (the 60-minute budget is already
+exceeded without it). Run it with ``.venv/bin/pytest tests/quarantine/test_room.py -s`` (root,
+QEMU). Known intermittent failure: apt-cacher-ng once fetched the small
+``nvidia-open-580`` meta package from the upstream twice when both hosts asked at once (1 of
+2 runs this session); the assertion now prints the upstream's requests and apt-cacher-ng's
+log lines for such a file.
+
 ``room-01`` becomes the cache with the real deploy (Debian's apt-cacher-ng and nginx);
 ``room-02`` and ``room-03`` are provisioned through it in one pyinfra run: NVIDIA's
 repository (the stand-in, over HTTPS with a throw-away certificate the cache trusts) through
