@@ -291,8 +291,12 @@ def _bring(to_bring: list[ModelFit], settings: Settings, plan: HostPlan) -> None
     staging = (staging_dir(settings.ollama_models_dir)
                if settings.models_distribution == "swarm" else None)
     # With a room cache the host downloads from it; otherwise the store is sent over SSH.
-    source: Store | str = (source_url if source_url is not None
-                           else Store(Path(str(settings.models_store)).expanduser()))
+    source: Store | str
+    if source_url is not None:
+        source = source_url
+    else:
+        assert settings.models_store is not None  # refused above without store or cache
+        source = Store(Path(settings.models_store).expanduser())
     for fit in to_bring:
         if settings.models_store is not None:
             model = complete_in_store(settings.models_store, fit.name)
