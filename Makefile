@@ -21,7 +21,7 @@ help:
 	@echo "make test-room  the room cache and swarm guest test (not in make test: budget)"
 	@echo "make lab        boot $(LAB_HOSTS) local Debian 12 guests and run deploy/gpu_host.py on them"
 	@echo "make lab-down   stop the lab guests"
-	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync, room cache"
+	@echo "make bench      the benchmarks: test fleet, seeded models vs rsync, room cache, swarm"
 
 setup: apt venv
 
@@ -65,3 +65,4 @@ bench: setup
 	$(BIN)/python bench/bench_fleet.py
 	$(BIN)/python bench/bench_models.py
 	$(BIN)/python bench/bench_room_cache.py
+	$(BIN)/python bench/bench_swarm.py
