@@ -7,9 +7,8 @@ Fixtures other test modules use:
 - ``pyinfra_runner`` (session): ``run(*deploys, data=None, limit=None, label=...)`` runs the
   pyinfra CLI on the fleet's inventory and returns a ``PyinfraResult`` (rc, output, per-host
   changes, failed hosts); its wall time lands in the summary table.
-- ``clean_guest`` (function): a factory ``clean_guest(name="lab-02", snapshot=None)`` that
-  gives a guest back its pristine overlay (or a snapshot taken with ``fleet.snapshot``) and
-  boots it again.
+- ``clean_guest`` (function): a factory ``clean_guest(name="lab-02")`` that resumes a guest
+  as it was saved right after its first boot (``fleet.resume``: seconds, not a boot).
 - ``phase_timer``: ``with phase_timer("label"): ...`` adds a row to the summary table.
 
 Where the host cannot run guests (not root, QEMU or mmdebstrap/debootstrap missing), tests skip
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from gpulab.lab.image import ImagePaths, ensure_image
-from tests.fleet import FleetUnderTest
+from tests.fleet import BOOTED, FleetUnderTest
 from tests.needs import skip_or_fail
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -87,6 +86,9 @@ def fleet(
             boot = f.up()
         for name, secs in boot.items():
             record_phase(f"  {name} boot-to-SSH", secs)
+        with timed(f"save {FLEET_HOSTS} booted guests (memory + overlay)"):
+            for name in f.guests:
+                f.save_running(name, BOOTED)
         yield f
         with timed("fleet teardown"):
             f.close()
@@ -119,20 +121,12 @@ def pyinfra_runner(fleet: FleetUnderTest) -> Runner:
 
 @pytest.fixture
 def clean_guest(fleet: FleetUnderTest) -> Callable[..., str]:
-    """Factory: ``clean_guest(name, snapshot=None)`` → a freshly booted, clean guest.
+    """Factory: ``clean_guest(name)`` → the guest running as it was right after its first
+    boot (memory and disk saved by the ``fleet`` fixture)."""
 
-    Without ``snapshot`` the guest gets a fresh overlay (the pristine image, new machine-id on
-    boot); with one, the overlay saved by ``fleet.snapshot(name, label)`` is restored.
-    """
-
-    def make(name: str = "lab-02", snapshot: str | None = None) -> str:
-        with timed(f"clean guest {name} ({snapshot or 'fresh overlay'})"):
-            fleet.stop(name)
-            if snapshot:
-                fleet.restore(name, snapshot)
-            else:
-                fleet.reset(name)
-            fleet.start(name)
+    def make(name: str = "lab-02") -> str:
+        with timed(f"clean guest {name} (resume the saved boot)"):
+            fleet.resume(name, BOOTED)
         return name
 
     return make

@@ -20,6 +20,26 @@ ExecStart=/usr/bin/sleep infinity
 WantedBy=multi-user.target
 """
 
+# The failure tests stop one guest during a slow step, first in the run (the steps after it are
+# what the survivor must still finish); the finish mark is the run's last operation. Each
+# slow step first leaves a file the test polls for, so the kill lands inside it (no process
+# name to confuse with the fleet-hello unit's own "sleep infinity").
+if host.data.get("fleet_slow_facts"):
+    # Dies while facts are gathered: the prepare phase, through gpulab's deploy wrapper.
+    from pyinfra.facts.server import Command
+
+    from gpulab.deploys.common import gpulab_deploy
+
+    @gpulab_deploy("fleet slow facts")
+    def slow_facts() -> None:
+        host.get_fact(Command, command="touch /run/gpulab-slow-step && sleep 25 && echo done")
+
+    slow_facts()
+
+if host.data.get("fleet_slow"):
+    # Dies while operations run.
+    server.shell(name="Slow step", commands=["touch /run/gpulab-slow-step && sleep 25"])
+
 apt.packages(
     name="Install tree",
     packages=["tree"],
@@ -50,28 +70,10 @@ systemd.service(
     daemon_reload=unit.will_change,
 )
 
-# The failure tests stop one guest during a slow step; the other must still finish. Each slow
-# step first leaves a file the test polls for, so the kill lands inside it (no process name
-# to confuse with the fleet-hello unit's own "sleep infinity").
-if host.data.get("fleet_slow_facts"):
-    # Dies while facts are gathered: the prepare phase, through gpulab's deploy wrapper.
-    from pyinfra.facts.server import Command
 
-    from gpulab.deploys.common import gpulab_deploy
-
-    @gpulab_deploy("fleet slow facts")
-    def slow_facts() -> None:
-        host.get_fact(Command, command="touch /run/gpulab-slow-step && sleep 25 && echo done")
-        files.put(name="Mark the facts gathered", src=StringIO("gathered\n"),
-                  dest="/root/fleet-run-finished")
-
-    slow_facts()
-
-if host.data.get("fleet_slow"):
-    # Dies while operations run.
-    server.shell(name="Slow step", commands=["touch /run/gpulab-slow-step && sleep 25"])
+if host.data.get("fleet_slow_facts") or host.data.get("fleet_slow"):
     files.put(
         name="Mark the run finished",
-        src=StringIO("finished\n"),
+        src=StringIO("gathered\n" if host.data.get("fleet_slow_facts") else "finished\n"),
         dest="/root/fleet-run-finished",
     )

@@ -28,7 +28,7 @@ from tests.fixtures.ollama_registry import PublishedModel, RegistryStandIn
 from tests.fixtures.ollama_release import build_release
 from tests.fleet import FleetUnderTest, inventory_with
 from tests.integration.outcomes import assert_ready, assert_unchanged, verify
-from tests.phases import record_phase, timed
+from tests.phases import record_phase
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
 
 pytestmark = pytest.mark.integration
@@ -100,11 +100,8 @@ def room(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Ite
         try:
             yield SeededRoom(fleet, model, data, tmp, mirror, pulled)
         finally:
-            with timed("models: hand both guests back clean (reset + boot)"):
-                for name in GUESTS:
-                    fleet.stop(name)
-                    fleet.reset(name)
-                    fleet.start(name)
+            for name in GUESTS:
+                fleet.hand_back_clean(name, "models")
 
 
 def test_seeded_models_are_listed_by_each_guests_ollama(room: SeededRoom) -> None:

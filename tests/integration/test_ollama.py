@@ -136,10 +136,7 @@ def lab(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iter
         try:
             yield Lab(fleet, name, server, releases, tmp)
         finally:
-            with timed("ollama: hand lab-02 back clean (reset + boot)"):
-                fleet.stop(name)
-                fleet.reset(name)
-                fleet.start(name)
+            fleet.hand_back_clean(name, "ollama")
 
 
 def test_fresh_install_runs_as_ollama_on_loopback_with_the_drop_in(lab: Lab) -> None:

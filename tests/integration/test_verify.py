@@ -12,7 +12,7 @@ stand-in driver loads no module and a reboot would prove nothing here.
 
 Then one thing is broken at a time, from one provisioned state, and only the matching check
 fails (exit 1); every break is undone before the next. Last, lab-01 is stopped: exit 2 names
-it, lab-02 is still verified. lab-02 is handed back clean (fresh overlay) at the end.
+it, lab-02 is still verified. lab-02 is handed back clean (its saved boot) at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.lab.fleet import Fleet
 from gpulab.models.catalog import EMBEDDING_DIMENSIONS
 from gpulab.models.names import parse_model_name
 from gpulab.models.registry import RegistryClient
@@ -34,7 +33,7 @@ from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
 from tests.fixtures.ollama_registry import RegistryStandIn
 from tests.fixtures.ollama_release import build_release
-from tests.fleet import inventory_with
+from tests.fleet import FleetUnderTest, inventory_with
 from tests.integration.outcomes import Verdict, assert_ready, assert_unchanged, verify
 from tests.phases import record_phase, timed
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -51,7 +50,7 @@ BLOBS = "/usr/share/ollama/.ollama/models/blobs"
 
 @dataclass
 class Stack:
-    fleet: Fleet
+    fleet: FleetUnderTest
     inventory: Path
 
     def sh(self, command: str) -> str:
@@ -70,7 +69,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("whole-stack")
     with StaticServer(tmp / "www") as server, RegistryStandIn(tmp / "registry") as registry:
         build_repo(server.root, "debian12", server.guest_url)
@@ -94,10 +93,7 @@ def stack(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         try:
             yield Stack(fleet, inventory)
         finally:
-            with timed(f"whole stack: hand {GUEST} back clean (reset + boot)"):
-                fleet.stop(GUEST)
-                fleet.reset(GUEST)
-                fleet.start(GUEST)
+            fleet.hand_back_clean(GUEST, "whole stack")
 
 
 def test_whole_stack_deploys_reruns_unchanged_and_verifies_ready(stack: Stack) -> None:
@@ -172,12 +168,12 @@ def test_one_break_fails_that_check_alone(stack: Stack, break_it: str, undo: str
 
 
 def test_stopped_guest_is_exit_2_named_and_the_other_still_verified(stack: Stack) -> None:
-    stack.fleet.stop(OTHER)
+    stack.fleet.save_running(OTHER, "before the stop", stop=True)
     try:
         verdict = stack.verify("lab-01 stopped")
     finally:
-        with timed(f"whole stack: boot {OTHER} again"):
-            stack.fleet.start(OTHER)
+        with timed(f"whole stack: resume {OTHER} as it was"):
+            stack.fleet.resume(OTHER, "before the stop")
     assert verdict.rc == 2, verdict.describe()
     reach = verdict.hosts[OTHER]["Can gpulab reach the host?"]
     assert reach[0] == "fail" and f"{OTHER} could not be reached" in reach[1]
