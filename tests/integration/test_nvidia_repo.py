@@ -28,10 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from gpulab.lab.fleet import Fleet
 from tests.fixtures.http_server import StaticServer
 from tests.fixtures.nvidia_repo import build_repo
-from tests.fleet import inventory_with
+from tests.fleet import FleetUnderTest, inventory_with
 from tests.integration.outcomes import assert_ready, assert_unchanged, verify
 from tests.phases import record_phase
 from tests.pyinfra_run import PyinfraResult, run_pyinfra
@@ -41,14 +40,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests/plan/facts/debian12-gtx1650.json"
 DEPLOYS = (REPO / "deploy/nvidia.py", REPO / "deploy/cuda.py")
-GUEST = "nv-01"
+GUEST = "lab-02"  # the suite's scratch guest, handed back clean at the end
 
 
 @dataclass
 class Lab:
     """One booted guest, the stand-in repository it reaches, and how to run pyinfra on it."""
 
-    fleet: Fleet
+    fleet: FleetUnderTest
     server: StaticServer
     tmp: Path
     facts: Path
@@ -72,7 +71,7 @@ class Lab:
             **data,
         }
         inventory = inventory_with(self.fleet, settings, self.tmp / "inventory_nvidia.py")
-        result = run_pyinfra(inventory, *DEPLOYS, cwd=REPO, timeout=1200)
+        result = run_pyinfra(inventory, *DEPLOYS, limit=GUEST, cwd=REPO, timeout=1200)
         assert result.rc == 0, result.describe()
         return result
 
@@ -81,17 +80,18 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(fleet: FleetUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("nvidia-repo")
-    with StaticServer(tmp / "www") as server, Fleet(tmp / "fleet", hosts=1, prefix="nv",
-                                                    memory_mib=1536) as fleet:
+    with StaticServer(tmp / "www") as server:
         build_repo(tmp / "www", "debian12", server.guest_url)
-        fleet.up()
         facts = json.loads(RECORDED.read_text())
         facts["facts"]["kernel"] = fleet.image.kernel_version
-        facts_file = tmp / "facts-nv-01.json"
+        facts_file = tmp / f"facts-{GUEST}.json"
         facts_file.write_text(json.dumps(facts, indent=2))
-        yield Lab(fleet, server, tmp, facts_file)
+        try:
+            yield Lab(fleet, server, tmp, facts_file)
+        finally:
+            fleet.hand_back_clean(GUEST, "nvidia repo")
 
 
 def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
@@ -149,7 +149,8 @@ def test_driver_and_toolkit_from_nvidia_repo_with_reboot(lab: Lab) -> None:
     assert not any("reboot" in op for op in third.hosts[GUEST].changed), third.describe()
     assert lab.boot_id() == booted
     # gpulab verify from the same inventory: the driver and toolkit as planned, ready
-    verdict = verify(lab.tmp / "inventory_nvidia.py", label="nvidia repo guest")
+    verdict = verify(lab.tmp / "inventory_nvidia.py", "--limit", GUEST,
+                     label="nvidia repo guest")
     assert_ready(verdict, [GUEST])
     assert verdict.hosts[GUEST]["Does /usr/local/cuda point at it?"][0] == "pass"
     record_phase("nvidia repo: first run, with reboot", first.seconds)
