@@ -1,8 +1,8 @@
 """The room network of four guests: the room cache, then the models swarm, real servers.
 
-NOT IN `make test` (budget): the module passed whole here (7 of 7, 18.5 min alone), but with
-it the suite would take ~92 minutes on 2 cores, past CI's 90 (the 60-minute budget is already
-exceeded without it). Run it with ``.venv/bin/pytest tests/quarantine/test_room.py -s`` (root,
+NOT IN `make test` (budget): the module passed whole here (7 of 7, 18.5 min alone), but
+`make test` already takes ~61 minutes on 2 cores without it (measured), at the 60-minute
+budget; with it, ~80. Run it with ``.venv/bin/pytest tests/quarantine/test_room.py -s`` (root,
 QEMU). Known intermittent failure: apt-cacher-ng once fetched the small
 ``nvidia-open-580`` meta package from the upstream twice when both hosts asked at once (1 of
 2 runs this session); the assertion now prints the upstream's requests and apt-cacher-ng's
