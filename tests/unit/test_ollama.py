@@ -127,6 +127,9 @@ def test_unit_orders_after_nvidia_only_on_gpu_hosts_and_requires_firewall_when_e
     gpu = _render("ollama.service.j2", after_nvidia=True, exposed=False, **base)
     cpu = _render("ollama.service.j2", after_nvidia=False, exposed=True, **base)
     assert "nvidia_uvm" in gpu and "ExecStartPre=-+" in gpu
+    # the wait for /dev/nvidia-uvm only while the module is in: no 20 s at every start of a
+    # host without it (driver not installed yet, reboot pending)
+    assert "while [ -d /sys/module/nvidia_uvm ] && [ ! -e /dev/nvidia-uvm ]" in gpu
     assert "nvidia" not in cpu
     assert f"Requires={lib.FIREWALL_UNIT}" in cpu and "Requires=" not in gpu
     assert "User=ollama" in gpu and "ExecStart=/usr/local/bin/ollama serve" in gpu
