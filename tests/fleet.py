@@ -1,4 +1,4 @@
-"""The lab fleet with what only tests do to guests: crash them, snapshot and restore them,
+"""The lab fleet with what only tests do to guests: crash them, save and resume them,
 and prove that nothing is left behind."""
 
 from __future__ import annotations
@@ -72,15 +72,13 @@ def room_bytes_sent(fleet: Fleet, name: str) -> int:
 # The label of the state every guest is saved in right after its first boot: what a module
 # that dirtied a guest hands back.
 BOOTED = "booted"
-_PROMPT = b"(qemu) "
 
 
 class FleetUnderTest(Fleet):
-    """A ``Fleet`` whose guests tests may kill, snapshot and restore.
+    """A ``Fleet`` whose guests tests may kill, save and resume.
 
-    Besides overlay snapshots of stopped guests, a running guest can be saved whole (memory
-    and disk, :meth:`save_running`) and brought back running (:meth:`resume`) in seconds
-    instead of a ~50 s boot under TCG.
+    A running guest is saved whole (memory and disk, :meth:`save_running`) and brought back
+    running (:meth:`resume`) in seconds instead of a ~50 s boot under TCG.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -104,13 +102,13 @@ class FleetUnderTest(Fleet):
         QEMU exits as a switched-off machine's would."""
         g = self.guests[name]
         memory = self.memory_path(name, label)
-        # live, not paused first: the saved state is then "running", and the resumed guest runs
         # QEMU's default migration bandwidth cap (128 MiB/s) only slows a local file down
-        self.hmp(g, "migrate_set_parameter max-bandwidth 64G")
-        # HMP reads a double-quoted argument; the state dir's paths hold no quote
-        self.hmp(g, f'migrate -d "exec:cat > {shlex.quote(str(memory))}"')
+        self._monitor(g, "migrate_set_parameter max-bandwidth 64G")
+        # Live, not paused first: the saved state is then "running", and the resumed guest
+        # runs. HMP reads a double-quoted argument; the state dir's paths hold no quote.
+        self._monitor(g, f'migrate -d "exec:cat > {shlex.quote(str(memory))}"')
         deadline = time.monotonic() + 120
-        while "Migration status: completed" not in (status := self.hmp(g, "info migrate")):
+        while "Migration status: completed" not in (status := self._monitor(g, "info migrate")):
             if "failed" in status or time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: saving its memory failed:\n{status}")
             time.sleep(0.2)
@@ -119,7 +117,7 @@ class FleetUnderTest(Fleet):
         if stop:
             self.stop(name, graceful=False)
         else:
-            self.hmp(g, "cont")
+            self._monitor(g, "cont")
 
     def resume(self, name: str, label: str = BOOTED) -> float:
         """Put a guest back where :meth:`save_running` saved it, running, with its clock set
@@ -136,7 +134,7 @@ class FleetUnderTest(Fleet):
         self.write_files()
         # an SSH login tried while QEMU still loads the state waits out its whole timeout
         deadline = time.monotonic() + 120
-        while "VM status: running" not in (status := self.hmp(g, "info status")):
+        while "VM status: running" not in (status := self._monitor(g, "info status")):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: not running after loading its saved state:\n"
                                    f"{status}")
@@ -147,32 +145,9 @@ class FleetUnderTest(Fleet):
             raise RuntimeError(f"{name}: setting the clock after resuming failed: {output}")
         return time.monotonic() - t0
 
-    def hmp(self, g: Guest, command: str, timeout: float = 60) -> str:
-        """One QEMU monitor (HMP) command; its reply. Empty when QEMU exits on it."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(g.monitor))
-            _until_prompt(s)
-            s.sendall(command.encode() + b"\n")
-            return _until_prompt(s)
-
     def kill(self, name: str) -> None:
         """SIGKILL a guest's QEMU: the guest vanishes as a crashed or unplugged host would."""
         self.stop(name, graceful=False)
-
-    def snapshot(self, name: str, label: str = "clean") -> Path:
-        """Copy a stopped guest's overlay aside (cheap: only its changes over the base)."""
-        g = self.guests[name]
-        self._require_stopped(g)
-        dst = g.snapshot_path(label)
-        shutil.copyfile(g.overlay, dst)
-        return dst
-
-    def restore(self, name: str, label: str = "clean") -> None:
-        """Put a stopped guest's overlay back to a snapshot taken with :meth:`snapshot`."""
-        g = self.guests[name]
-        self._require_stopped(g)
-        shutil.copyfile(g.snapshot_path(label), g.overlay)
 
     def hand_back_clean(self, name: str, label: str) -> None:
         """Resume a guest as it was right after its first boot: what a module that dirtied a
@@ -211,13 +186,3 @@ class FleetUnderTest(Fleet):
                 found.append(f"qemu process {proc.name} still running")
         return found
 
-
-def _until_prompt(s: socket.socket) -> str:
-    """What the monitor sends up to its next prompt (or until it closes)."""
-    reply = b""
-    while not reply.endswith(_PROMPT):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
-    return reply.decode(errors="replace")

@@ -87,6 +87,7 @@ def _set_pdeathsig() -> None:
 
 
 ROOM_GROUP = "230.0.0.1"
+MONITOR_PROMPT = b"(qemu) "
 
 
 def room_mac(index: int) -> str:
@@ -341,7 +342,7 @@ class Fleet:
             if sent and self._wait_exit(g, 45):
                 return
             with contextlib.suppress(OSError):
-                self._monitor(g, "system_powerdown")
+                self._monitor(g, "system_powerdown", timeout=5)
             if self._wait_exit(g, 20):
                 return
             with contextlib.suppress(ProcessLookupError):
@@ -351,12 +352,6 @@ class Fleet:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         self._wait_exit(g, 10)
-
-    def reset(self, name: str) -> None:
-        """Give a stopped guest a fresh overlay: the pristine image again."""
-        g = self.guests[name]
-        self._require_stopped(g)
-        self._fresh_overlay(g, self.image)
 
     def close(self, remove: bool = True) -> None:
         """Stop every guest (in parallel) and remove overlays and runtime files. Idempotent."""
@@ -404,10 +399,6 @@ class Fleet:
         }
 
     # ----- internals -----------------------------------------------------------------------
-    def _require_stopped(self, g: Guest) -> None:
-        if g.pid() is not None:
-            raise RuntimeError(f"{g.name} is running: stop it first")
-
     def _fresh_overlay(self, g: Guest, image: ImagePaths) -> None:
         g.dir.mkdir(parents=True, exist_ok=True)
         g.overlay.unlink(missing_ok=True)
@@ -545,11 +536,23 @@ class Fleet:
             g.pidfile.unlink(missing_ok=True)
             g.monitor.unlink(missing_ok=True)
 
-    def _monitor(self, g: Guest, command: str) -> None:
+    def _monitor(self, g: Guest, command: str, timeout: float = 60) -> str:
+        """One QEMU monitor (HMP) command; its reply, up to the next prompt (empty when QEMU
+        exits on it)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
+            s.settimeout(timeout)
             s.connect(str(g.monitor))
-            s.recv(4096)  # banner
+            _until_prompt(s)  # the banner
             s.sendall(command.encode() + b"\n")
-            with contextlib.suppress(OSError):
-                s.recv(4096)
+            return _until_prompt(s)
+
+
+def _until_prompt(s: socket.socket) -> str:
+    """What QEMU's monitor sends up to its next prompt (or until it closes)."""
+    reply = b""
+    while not reply.endswith(MONITOR_PROMPT):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return reply.decode(errors="replace")

@@ -125,8 +125,7 @@ def clean_guest(fleet: FleetUnderTest) -> Callable[..., str]:
     boot (memory and disk saved by the ``fleet`` fixture)."""
 
     def make(name: str = "lab-02") -> str:
-        with timed(f"clean guest {name} (resume the saved boot)"):
-            fleet.resume(name, BOOTED)
+        fleet.hand_back_clean(name, "clean guest")
         return name
 
     return make
