@@ -6,10 +6,9 @@ Publishes a model of about ``--payload-mb`` MB (a real GGUF) on the stand-in reg
 (tests/fixtures/ollama_registry.py), fetches it once with ``gpulab models fetch``, installs the
 stand-in Ollama on 3 guests, then times, side by side on the same guests:
 
-* ``pyinfra INVENTORY deploy/models.py`` (seeded: each blob sent, sha256-checked on the host,
-  owned by ``ollama``, renamed into place, then listed by the host's Ollama), and
-* ``rsync -a`` of the same store to the same guests, 3 at once (rsync on the guests is
-  installed from this machine's Debian packages first, outside the timing).
+* ``pyinfra INVENTORY deploy/models.py`` (seeded: the blobs sent by rsync, each sha256-checked
+  on the host, owned by ``ollama``, renamed into place, then listed by the host's Ollama), and
+* ``rsync -a`` of the same store to the same guests, 3 at once.
 
 Prints the ratio of the two (goal: at most 1.3) and the registry's blob bytes served for the
 3 hosts divided by one copy of the model (must be exactly 1). Needs root and QEMU.
@@ -38,8 +37,6 @@ from tests.pyinfra_run import PyinfraResult, run_pyinfra  # noqa: E402
 
 VERSION = "0.33.0"  # a stand-in release: its sha256sum.txt verifies it
 MODEL = "qwen2.5:7b"
-# The guest image lacks rsync; of its dependencies, only libpopt0.
-RSYNC_PACKAGES = ("rsync", "libpopt0")
 RSYNC_DEST = "/var/tmp/rsync-store/"
 
 
@@ -52,19 +49,6 @@ def _must(result: PyinfraResult, what: str) -> PyinfraResult:
         print(f"{what} failed:\n{result.describe()}", file=sys.stderr)
         raise SystemExit(1)
     return result
-
-
-def _install_rsync(fleet: Fleet, tmp: Path) -> None:
-    """rsync on each guest from this machine's Debian packages (no network from the guests)."""
-    debs = tmp / "debs"
-    debs.mkdir()
-    subprocess.run(["apt-get", "download", "-q", *RSYNC_PACKAGES], cwd=debs, check=True,
-                   capture_output=True)
-    files = sorted(str(path) for path in debs.glob("*.deb"))
-    ssh = ["-F", str(fleet.ssh_config)]
-    for name in fleet.guests:
-        subprocess.run(["scp", "-q", *ssh, *files, f"{name}:/var/tmp/"], check=True)
-        subprocess.run(["ssh", *ssh, name, "dpkg -i /var/tmp/*.deb >/dev/null"], check=True)
 
 
 def _rsync_all(fleet: Fleet, store: Path) -> float:
@@ -108,7 +92,6 @@ def main() -> int:
                 "models_store": str(store)}, tmp / "inventory.py")
             _must(run_pyinfra(inventory, REPO / "deploy" / "ollama.py", cwd=REPO),
                   "the Ollama deploy (set-up, not timed)")
-            _install_rsync(fleet, tmp)
 
             seeded = _must(run_pyinfra(inventory, REPO / "deploy" / "models.py", cwd=REPO),
                            "the seeded models deploy")

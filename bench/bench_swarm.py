@@ -8,7 +8,7 @@ the room network throttled to ``--seed-rate`` (``tc`` inside the guest), so the 
 not this machine's CPUs, is what limits. One untimed swarm to the 3 hosts installs aria2
 everywhere first. Then, for N = 1, 2, 3 hosts, each host's store emptied first, times
 ``pyinfra INVENTORY deploy/models.py`` (the cache and N hosts for the swarm, N hosts for HTTP)
-and counts the bytes the cache sent on the room network (web seed, BitTorrent and HTTP alike).
+and counts the bytes the cache sent on the room network (BitTorrent and HTTP alike).
 Prints, per route, seed bytes for 3 hosts ÷ one copy (goal for the swarm ≤ 1.5; HTTP is 3) and
 time for 3 ÷ time for 1 (goal ≤ 1.3; HTTP ~3). Needs root and QEMU.
 """

@@ -349,6 +349,11 @@ class Settings(BaseModel):
         description="seeded, swarm: the instructor's store that hosts are copied from "
                     "(filled by `gpulab models fetch --store DIR`).",
     )
+    swarm_fallback_seconds: int = Field(
+        default=60, ge=4,
+        description="swarm: a host whose download has not grown for this long takes the rest "
+                    "from the room cache's nginx as well (a web seed), its pieces kept.",
+    )
     models_remove_unlisted: bool = Field(
         default=False,
         description="Delete models a host holds that `models` no longer lists (default: keep).",
@@ -717,7 +722,7 @@ def _cross_field_problems(settings: Settings) -> list[tuple[str, str]]:
                              "mirror on 443 or over http, or set apt_proxy"))
     if settings.models_distribution == "swarm" and settings.room_cache is None:
         problems.append(("room_cache", "models_distribution: swarm needs the room cache, its "
-                         "first seed and web seed (the instructor's machine can be it: @local "
+                         "first seed and HTTP fallback (the instructor's machine can be it: @local "
                          "in the group room_cache); or use seeded"))
     if settings.ollama_exposed and not settings.ollama_allowed_clients:
         problems.append((

@@ -47,6 +47,7 @@ class HostRun:
     """
 
     settings: Settings
+    facts: HostFacts | None = None
     plan: HostPlan | None = None
     driver_ops: list[OperationMeta] = field(default_factory=list)
     nvidia_repo_ops: list[OperationMeta] | None = None
@@ -80,9 +81,17 @@ def host_settings(host: Any) -> Settings:
 
 
 def host_facts(host: Any) -> HostFacts:
-    """This host's facts: gathered live, or read from a recorded file (a dry run on ``@fake``,
-    or a rehearsal guest standing in for another machine)."""
-    settings = host_settings(host)
+    """This host's facts as the run found them, read once per run (pyinfra runs each fact's
+    command again at every ``get_fact``: ~8 s for all of gpulab's on a slow host)."""
+    run = host_run(host)
+    if run.facts is None:
+        run.facts = _read_facts(host, run.settings)
+    return run.facts
+
+
+def _read_facts(host: Any, settings: Settings) -> HostFacts:
+    """Gathered live, or read from a recorded file (a dry run on ``@fake``, or a rehearsal
+    guest standing in for another machine)."""
     if settings.gpulab_recorded_facts is not None:
         facts = FactsFile.model_validate_json(
             Path(settings.gpulab_recorded_facts).read_text()).facts

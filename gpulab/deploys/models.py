@@ -4,11 +4,13 @@
 deploy uploads; a model already complete on the host (the plan reads its store) is not pulled.
 
 ``seeded``: the instructor's store (``models_store``, filled once by ``gpulab models fetch`` or
-``import``) is the source; each host is sent only the blobs it lacks. Every file lands under a
-temporary name in ``blobs/``, is sha256-checked **on the host**, owned by ``ollama``, touched
-(a fresh mtime, so Ollama's startup prune of unreferenced blobs older than an hour keeps it)
-and renamed into place: blobs first, the manifest last. Then the host's own ``/api/tags``
-must list the model. A host that has everything is sent nothing.
+``import``) is the source; each host is sent only the blobs it lacks, by ``rsync`` over the
+host's SSH connection (pyinfra's own rsync command: OpenSSH, one process per host, so hosts
+copy in parallel at ``rsync`` speed; an interrupted copy is resumed from its partial file).
+Every blob lands in a staging directory inside the store, is sha256-checked **on the host**,
+owned by ``ollama``, touched (a fresh mtime, so Ollama's startup prune of unreferenced blobs
+older than an hour keeps it) and renamed into place: blobs first, the manifest last. Then the
+host's own ``/api/tags`` must list the model. A host that has everything is sent nothing.
 
 Corrupt blobs: ``ollama pull`` trusts a blob already on disk, so the store fact hashes every
 blob gpulab has not checked before (``gpulab.facts.models``); a corrupt one is sent again
@@ -29,25 +31,26 @@ from collections.abc import Generator
 from functools import cache
 from pathlib import Path
 
-from pyinfra.api.command import FileUploadCommand
+from pyinfra.api.command import FileUploadCommand, RsyncCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.operations import files
+from pyinfra.operations import apt, files
 
-from gpulab.deploys.common import gpulab_deploy, refused, say, template
+from gpulab.deploys.common import gpulab_deploy, missing_packages, refused, say, template
 from gpulab.deploys.context import GpulabDataError, host_facts, host_plan, host_settings
 from gpulab.deploys.swarm import is_room_seed, staging_dir, swarm_round
 from gpulab.facts.http import RegistryManifest
 from gpulab.facts.model import ModelStoreFacts
 from gpulab.facts.models import blob_check_command, stamp_path
 from gpulab.models.names import parse_model_name
-from gpulab.models.store import Store, StoredModel, StoreError, parse_manifest
+from gpulab.models.store import Layer, Store, StoredModel, StoreError, parse_manifest
 from gpulab.plan.host import HostPlan
 from gpulab.plan.models import ModelFit
 from gpulab.settings import ROOM_CACHE_PATHS, Settings
 
 OWNER = "ollama"
 PULL_SCRIPT = "/usr/local/lib/gpulab/ollama-pull"
+INCOMING = ".gpulab-incoming"
 
 
 @cache
@@ -68,17 +71,20 @@ def complete_in_store(root: str, name_text: str) -> StoredModel:
     return stored
 
 
-def _placed(staged: str, dest: str, sha256: str | None, owner: str, stamp: str | None) -> str:
+def _placed(staged: str, dest: str, sha256: str | None, owner: str, stamp: str | None,
+            parents: list[str] | None = None) -> str:
     """sh: the staged file owned by ``owner`` and renamed over ``dest`` if its sha256 checks
     out (deleted otherwise, failing the host; ``None``: checked already); ``stamp`` records
-    the checked blob."""
+    the checked blob; ``parents``: directories made first, in order, owned by ``owner``."""
     quoted, final = shlex.quote(staged), shlex.quote(dest)
+    made = (f"install -d -o {owner} -g {owner} -m 755 "
+            f"{' '.join(shlex.quote(d) for d in parents)}; " if parents else "")
     mismatch = shlex.quote(f"{dest}: sha256 mismatch after the copy; run the deploy again")
     record = (f"; find {final} -printf '%f %s %T@\\n' >> {shlex.quote(stamp)}"
               if stamp is not None else "")
     check = (f"if ! echo {sha256}'  '{quoted} | sha256sum --check --status --strict; then "
              f"rm -f {quoted}; echo {mismatch} >&2; exit 1; fi; " if sha256 is not None else "")
-    return (f"chown {owner}:{owner} {quoted}; chmod 644 {quoted}; {check}"
+    return (f"chown {owner}:{owner} {quoted}; chmod 644 {quoted}; {check}{made}"
             f"touch {quoted} && mv -f {quoted} {final}{record}")
 
 
@@ -88,13 +94,14 @@ def _staged(dest: str, staging_dir: str) -> str:
 
 @operation()
 def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
-                  stamp: str | None = None, owner: str = OWNER
-                  ) -> Generator[str | FileUploadCommand]:
+                  stamp: str | None = None, owner: str = OWNER,
+                  parents: list[str] | None = None) -> Generator[str | FileUploadCommand]:
     """``src`` (on this machine) at ``dest`` on the host, only if its sha256 checks out there.
 
     Uploaded as ``<staging_dir>/.gpulab-<name>``, checked with ``sha256sum``, owned by
     ``owner`` with a fresh mtime, then renamed over ``dest`` (atomic: same filesystem).
     ``stamp``: the store's stamp file, where the checked blob is recorded (no second hash).
+    ``parents``: directories ``dest`` needs, made (owned by ``owner``) in the same command.
 
     .. code:: python
 
@@ -108,13 +115,14 @@ def verified_file(src: str, dest: str, sha256: str, staging_dir: str,
     # not through files.put: its fact lookup and separate chown/chmod cost a round trip each
     # per blob, seconds on a slow host. The rest is one command.
     yield FileUploadCommand(src, staged, remote_temp_filename=host.get_temp_filename(staged))
-    yield "set -e; " + _placed(staged, dest, sha256, owner, stamp)
+    yield "set -e; " + _placed(staged, dest, sha256, owner, stamp, parents)
 
 
 @operation()
 def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
                       stamp: str | None = None, owner: str = OWNER,
-                      proxy: str | None = None) -> Generator[str]:
+                      proxy: str | None = None, parents: list[str] | None = None
+                      ) -> Generator[str]:
     """``url`` (the room cache, or a registry) at ``dest`` on the host, only if its sha256
     checks out.
 
@@ -138,22 +146,51 @@ def verified_download(url: str, dest: str, sha256: str, staging_dir: str,
            f"-C - -o {staged} {shlex.quote(url)} || {{ rc=$?; [ $rc != 22 ] || rm -f {staged}; "
            f"echo {unreachable}\" (curl exit $rc; a partial download is resumed on the next "
            f"run); is the room cache's nginx (or the registry) reachable?\" >&2; exit 1; }}; "
-           + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp))
+           + _placed(_staged(dest, staging_dir), dest, sha256, owner, stamp, parents))
 
 
-@operation()
-def swarm_placed(staged: str, dest: str, stamp: str, owner: str = OWNER) -> Generator[str]:
-    """A blob the swarm brought (complete, its sha256 checked while every seeder still ran)
-    owned by ``owner`` with a fresh mtime and renamed from the staging directory over ``dest``.
+@operation(is_idempotent=False)
+def blobs_sent(store_blobs: str, names: list[str], incoming: str) -> Generator[RsyncCommand]:
+    """The blobs ``names`` of the local store directory ``store_blobs`` copied to the host's
+    ``incoming`` directory by ``rsync`` over the host's connection (resumed from a partial
+    file an interrupted copy left; a file already there whole is not sent again).
 
     .. code:: python
 
-        swarm_placed(name="blob 2bada8a74506 from the swarm",
-                     staged="/usr/share/ollama/.ollama/models/.gpulab-swarm/blobs/sha256-2bada8...",
-                     dest="/usr/share/ollama/.ollama/models/blobs/sha256-2bada8...",
-                     stamp="/usr/share/ollama/.ollama/models/.gpulab-verified")
+        blobs_sent(name="qwen2.5:7b: 2 blobs", store_blobs="/srv/store/blobs",
+                   names=["sha256-2bada8...", "sha256-66b9ea..."],
+                   incoming="/usr/share/ollama/.ollama/models/.gpulab-incoming")
     """
-    yield "set -e; " + _placed(staged, dest, None, owner, stamp)
+    # Only --include'd names, so the store's own partial or unrelated files never travel.
+    only = [f"--include={shlex.quote(name)}" for name in names]
+    yield RsyncCommand(shlex.quote(store_blobs.rstrip("/") + "/"), shlex.quote(incoming + "/"),
+                       ["-rt", "--partial", *only, "--exclude='*'"])
+
+
+@operation()
+def blobs_placed(staging: str, blobs_dir: str, blobs: list[tuple[str, str | None]],
+                 stamp: str, owner: str = OWNER, remove_staging: bool = False
+                 ) -> Generator[str]:
+    """Blobs staged on the host in ``staging``, each owned by ``owner`` with a fresh mtime and
+    renamed into ``blobs_dir`` if its sha256 checks out there, in one command.
+
+    ``blobs``: (file name, sha256 hex) pairs; ``None``: checked already (the swarm's).
+    ``remove_staging``: the staging directory goes once every blob is placed.
+
+    .. code:: python
+
+        blobs_placed(name="qwen2.5:7b: 5 blobs placed",
+                     staging="/usr/share/ollama/.ollama/models/.gpulab-incoming",
+                     blobs_dir="/usr/share/ollama/.ollama/models/blobs",
+                     blobs=[("sha256-2bada8...", "2bada8...")],
+                     stamp="/usr/share/ollama/.ollama/models/.gpulab-verified",
+                     remove_staging=True)
+    """
+    steps = [_placed(posixpath.join(staging, name), posixpath.join(blobs_dir, name), sha256,
+                     owner, stamp) for name, sha256 in blobs]
+    if remove_staging:
+        steps.append(f"rm -rf {shlex.quote(staging)}")
+    yield "set -e; " + "; ".join(steps)
 
 
 @operation()
@@ -367,31 +404,56 @@ def copied_from_store(model: StoredModel, source: Store | str, root: str,
         files.directory(name=f"Models: {root}/{level}/", path=posixpath.join(root, level),
                         user=owner, group=owner, mode="755")
     stamp = stamp_path(root)
-
-    def bring(label: str, relative: str, sha256: str, record: bool) -> None:
-        dest = posixpath.join(root, relative)
-        if swarm_dir is not None and record:
-            swarm_placed(name=f"Models: {label} from the swarm", dest=dest, stamp=stamp,
-                         staged=posixpath.join(swarm_dir, relative), owner=owner)
-        elif isinstance(source, Store):
-            verified_file(name=f"Models: {label}", src=str(source.root / relative), dest=dest,
-                          sha256=sha256, staging_dir=blobs_dir,
-                          stamp=stamp if record else None, owner=owner)
-        else:
-            verified_download(name=f"Models: {label} from the room cache",
-                              url=f"{source}/{relative}", dest=dest, sha256=sha256,
-                              staging_dir=blobs_dir,
-                              stamp=stamp if record else None, owner=owner)
-
-    for layer in model.manifest.blobs:
-        if not held.sound(layer.file_name, layer.size):
-            bring(f"{model.name.short} blob {layer.hex[:12]}", f"blobs/{layer.file_name}",
-                  layer.hex, record=True)
+    lacking = [layer for layer in model.manifest.blobs
+               if not held.sound(layer.file_name, layer.size)]
+    label = model.name.short
+    if swarm_dir is not None and lacking:
+        blobs_placed(name=f"Models: {label}: {_blobs(lacking)} placed from the swarm",
+                     staging=posixpath.join(swarm_dir, "blobs"), blobs_dir=blobs_dir,
+                     blobs=[(layer.file_name, None) for layer in lacking], stamp=stamp,
+                     owner=owner)
+    elif isinstance(source, Store) and lacking:
+        _sent_by_rsync(label, source, lacking, root, stamp, owner)
+    elif isinstance(source, str):
+        for layer in lacking:
+            verified_download(name=f"Models: {label} blob {layer.hex[:12]} from the room cache",
+                              url=f"{source}/blobs/{layer.file_name}",
+                              dest=posixpath.join(blobs_dir, layer.file_name), sha256=layer.hex,
+                              staging_dir=blobs_dir, stamp=stamp, owner=owner)
     if held_digest != model.digest:
         parts = model.name.manifest_path.split("/")
-        for depth in range(2, len(parts)):
-            files.directory(name=f"Models: {'/'.join(parts[:depth])}/",
-                            path=posixpath.join(root, *parts[:depth]),
-                            user=owner, group=owner, mode="755")
-        bring(f"{model.name.short} manifest", model.name.manifest_path, model.digest,
-              record=False)
+        parents = [posixpath.join(root, *parts[:depth]) for depth in range(2, len(parts))]
+        dest = posixpath.join(root, model.name.manifest_path)
+        if isinstance(source, Store):
+            verified_file(name=f"Models: {label} manifest",
+                          src=str(source.root / model.name.manifest_path), dest=dest,
+                          sha256=model.digest, staging_dir=blobs_dir, owner=owner,
+                          parents=parents)
+        else:
+            verified_download(name=f"Models: {label} manifest from the room cache",
+                              url=f"{source}/{model.name.manifest_path}", dest=dest,
+                              sha256=model.digest, staging_dir=blobs_dir, owner=owner,
+                              parents=parents)
+
+
+def _blobs(layers: list[Layer]) -> str:
+    """``layers`` for an operation's name: how many, and their short digests."""
+    count = f"{len(layers)} blob{'s' if len(layers) > 1 else ''}"
+    return f"{count} ({', '.join(layer.hex[:12] for layer in layers)})"
+
+
+def _sent_by_rsync(label: str, store: Store, lacking: list[Layer], root: str, stamp: str,
+                   owner: str) -> None:
+    """The ``lacking`` blobs of ``store`` to the host by one rsync, then checked and placed
+    in one command."""
+    if missing_packages(["rsync"]):
+        apt.packages(name="Models: rsync, for the copy from the instructor's store",
+                     packages=["rsync"], update=True, no_recommends=True)
+    incoming = posixpath.join(root, INCOMING)
+    blobs_sent(name=f"Models: {label}: {_blobs(lacking)} sent by rsync",
+               store_blobs=str(store.root / "blobs"), incoming=incoming,
+               names=[layer.file_name for layer in lacking])
+    blobs_placed(name=f"Models: {label}: {_blobs(lacking)} checked and placed",
+                 staging=incoming, blobs_dir=posixpath.join(root, "blobs"),
+                 blobs=[(layer.file_name, layer.hex) for layer in lacking], stamp=stamp,
+                 owner=owner, remove_staging=True)

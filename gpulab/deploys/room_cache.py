@@ -69,10 +69,9 @@ def wrapped_networks(cidrs: list[str]) -> str:
 
 
 @operation()
-def torrent_made(models_dir: str, blobs: list[str], torrent: str, web_seed: str
-                 ) -> Generator[str]:
+def torrent_made(models_dir: str, blobs: list[str], torrent: str) -> Generator[str]:
     """The room's torrent of ``blobs`` (file names in ``models_dir/blobs``) at ``torrent``,
-    made by ``mktorrent`` with ``web_seed`` (the cache's own ``/models/``), unless present.
+    made by ``mktorrent``, unless present.
 
     The blobs are hard-linked into a directory of their own first (the torrent holds the
     course models' blobs and nothing else the store may hold); the torrent takes its name
@@ -81,7 +80,7 @@ def torrent_made(models_dir: str, blobs: list[str], torrent: str, web_seed: str
     .. code:: python
 
         torrent_made(name="Room cache: the swarm's torrent", models_dir="/srv/gpulab-cache/models",
-                     blobs=["sha256-2bada8..."], web_seed="http://10.0.0.5/models/",
+                     blobs=["sha256-2bada8..."],
                      torrent="/srv/gpulab-cache/swarm/3f2a9c0d1e4b5a67.torrent")
     """
     if host.get_fact(File, path=torrent):
@@ -95,7 +94,7 @@ def torrent_made(models_dir: str, blobs: list[str], torrent: str, web_seed: str
     yield (f"set -e; rm -rf {shlex.quote(build)} {shlex.quote(partial)}; "
            f"mkdir -p {shlex.quote(linked)} {shlex.quote(posixpath.dirname(torrent))}; "
            f"{links}; "
-           + " ".join(shlex.quote(part) for part in mktorrent_command(linked, partial, web_seed))
+           + " ".join(shlex.quote(part) for part in mktorrent_command(linked, partial))
            + f" >/dev/null; chmod 644 {shlex.quote(partial)}; "
            f"mv -f {shlex.quote(partial)} {shlex.quote(torrent)}; rm -rf {shlex.quote(build)}")
 
@@ -212,8 +211,7 @@ def _served_files(settings: Settings) -> None:
         apt.packages(name="mktorrent (the swarm's torrent)", packages=["mktorrent"],
                      no_recommends=True, update=True, cache_time=settings.apt_cache_time)
         torrent_made(name="Room cache: the swarm's torrent", models_dir=models_root,
-                     blobs=sorted(layers), web_seed=f"{settings.room_cache_url}"
-                     f"{ROOM_CACHE_PATHS['models']}/",
+                     blobs=sorted(layers),
                      torrent=posixpath.join(root + ROOM_CACHE_PATHS["swarm"],
                                             f"{torrent_id(layers.values())}.torrent"))
 

@@ -1,13 +1,15 @@
 """Course models spread by BitTorrent among the room's hosts (``models_distribution: swarm``).
 
-The room cache made the torrent of the course models' blobs (``deploy/room_cache.py``, with a
-web seed at its nginx). In one pyinfra run over the cache and the hosts, in pyinfra's operation
-order: the swarm starts everywhere (``aria2c`` in a transient systemd unit; the cache seeds
-its copy; each host lacking blobs downloads, its own sound blobs linked in first; BitTorrent's
-port opened to ``room_cidrs`` only), then the deploy waits on each host until every piece is
-in and each blob's sha256 matches, and only then stops every aria2 and closes the port, so
-every host serves until the last one is done. The blobs are then placed as ``seeded`` places
-them (``gpulab.deploys.models``). A host that dies fails alone; the others go on.
+The room cache made the torrent of the course models' blobs (``deploy/room_cache.py``). In
+one pyinfra run over the cache and the hosts, in pyinfra's operation order: the swarm starts
+everywhere (``aria2c`` in a transient systemd unit; the cache seeds its copy; each host lacking
+blobs downloads, its own sound blobs linked in first; BitTorrent's port opened to
+``room_cidrs`` only), then the deploy waits on each host until every piece is in and each
+blob's sha256 matches (a host whose download stops growing for ``swarm_fallback_seconds``
+takes the rest from the cache's nginx too, as a web seed), and only then stops every aria2 and
+closes the port, so every host serves until the last one is done. The blobs are then placed
+as ``seeded`` places them (``gpulab.deploys.models``). A host that dies fails alone; the
+others go on.
 
     from gpulab.deploys.swarm import swarm_round
     swarm_round(settings, seed=False, blobs=[...], held=[...])
@@ -105,41 +107,69 @@ def swarm_started(torrent: str, directory: str, address: str, room_cidrs: list[s
                   f"{shlex.quote(torrent)} {shlex.quote(torrent_url or '')} || "
                   f"{{ echo {unreachable} >&2; exit 1; }}"]
         argv = aria2_command(torrent, directory, address, seed=False, on_complete=HOOK)
-        env = f"--setenv=GPULAB_SWARM_DONE={shlex.quote(done)} "
-    steps += [_firewall(room_cidrs),
-              f"systemctl stop {UNIT}.service 2>/dev/null || true",
-              f"systemctl reset-failed {UNIT}.service 2>/dev/null || true",
-              f"systemd-run --quiet --collect --unit={UNIT} {env}-- "
-              + " ".join(shlex.quote(part) for part in argv)]
+        env = _host_env(directory)
+    steps += [_firewall(room_cidrs), _in_the_unit(argv, env)]
     yield "\n".join(steps)
 
 
+def _in_the_unit(argv: list[str], env: str) -> str:
+    """sh: ``argv`` running in the swarm's transient unit, any earlier one stopped first."""
+    return (f"systemctl stop {UNIT}.service 2>/dev/null || true\n"
+            f"systemctl reset-failed {UNIT}.service 2>/dev/null || true\n"
+            f"systemd-run --quiet --collect --unit={UNIT} {env}-- "
+            + " ".join(shlex.quote(part) for part in argv))
+
+
+def _host_env(directory: str) -> str:
+    """systemd-run's option giving the completion hook its mark's path."""
+    return f"--setenv=GPULAB_SWARM_DONE={shlex.quote(posixpath.join(directory, DONE))} "
+
+
 @operation(is_idempotent=False)
-def swarm_complete(directory: str, blobs: list[tuple[str, str]]) -> Generator[str]:
+def swarm_complete(directory: str, blobs: list[tuple[str, str]], torrent: str, address: str,
+                   web_seed: str, fallback_seconds: int) -> Generator[str]:
     """Wait until aria2 has every piece of the room's torrent, then check each blob's sha256.
 
     ``blobs``: (file name, sha256 hex) of every blob in the torrent. No overall timeout (a
-    slow room is slow, not broken); aria2 ending before completion fails the host with its
-    journal, and a failed host stops its own aria2 and closes its port.
+    slow room is slow, not broken), but when the download has not grown for
+    ``fallback_seconds`` aria2 is restarted with ``web_seed`` (the cache's ``/models/``) as
+    well, once: the pieces on disk are kept and the rest comes from peers and the cache's
+    nginx. aria2 ending before completion fails the host with its journal, and a failed host
+    stops its own aria2 and closes its port.
 
     .. code:: python
 
         swarm_complete(name="Models: swarm complete and checked", directory="/m/.gpulab-swarm",
-                       blobs=[("sha256-2bada8...", "2bada8...")])
+                       blobs=[("sha256-2bada8...", "2bada8...")],
+                       torrent="/m/.gpulab-swarm/room.torrent", address="10.0.0.11",
+                       web_seed="http://10.0.0.5/models/", fallback_seconds=60)
     """
     done = shlex.quote(posixpath.join(directory, DONE))
+    received = shlex.quote(posixpath.join(directory, TORRENT_NAME))
     sums = "".join(f"{hex_}  {name}\n" for name, hex_ in blobs)
     stopped = shlex.quote(f"swarm: aria2 ended before the models were complete; see "
                           f"journalctl -u {UNIT}")
     mismatch = shlex.quote("swarm: a blob's sha256 does not match its manifest after the "
                            "transfer; run the deploy again")
+    fallback = shlex.quote(f"swarm: no progress for {fallback_seconds} s; the rest from "
+                           f"{web_seed} as well")
+    with_web_seed = aria2_command(torrent, directory, address, seed=False, on_complete=HOOK,
+                                  web_seed=web_seed)
+    # Bytes on disk, not file sizes: aria2 writes pieces in place into sparse files.
     yield (f"fail() {{ echo \"$1\" >&2; {_STOP}; exit 1; }}\n"
+           "size=-1; quiet=0; fell_back=no\n"
            f"while [ ! -e {done} ]; do\n"
            f"  systemctl is-active -q {UNIT}.service || {{ journalctl -u {UNIT} -n 20 "
            f"--no-pager >&2 || true; fail {stopped}; }}\n"
+           f"  now=$(du -s --block-size=1 {received} | cut -f1)\n"
+           '  if [ "$now" != "$size" ]; then size=$now; quiet=0; else quiet=$((quiet + 2)); fi\n'
+           f'  if [ $fell_back = no ] && [ $quiet -ge {fallback_seconds} ]; then\n'
+           f"    echo {fallback}; fell_back=yes\n"
+           f"{_in_the_unit(with_web_seed, _host_env(directory))}\n"
+           "  fi\n"
            "  sleep 2\n"
            "done\n"
-           f"cd {shlex.quote(posixpath.join(directory, TORRENT_NAME))} && sha256sum --check "
+           f"cd {received} && sha256sum --check "
            f"--strict --quiet <<'GPULAB_SUMS' || fail {mismatch}\n{sums}GPULAB_SUMS")
 
 
@@ -215,7 +245,9 @@ def swarm_round(settings: Settings, seed: bool, blobs: list[tuple[str, str]],
         op_hash.append(started._hash)
         if not seed:
             swarm_complete(name="Models: swarm complete and checked", directory=staging,
-                           blobs=blobs)
+                           blobs=blobs, torrent=posixpath.join(staging, "room.torrent"),
+                           address=address, fallback_seconds=settings.swarm_fallback_seconds,
+                           web_seed=f"{settings.room_cache_url}{ROOM_CACHE_PATHS['models']}/")
     if started is not None or leftovers:
         # The cache stops what it started; leftovers of an earlier run are stopped anyway.
         seeded = started

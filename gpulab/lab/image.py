@@ -52,6 +52,7 @@ PACKAGES: tuple[str, ...] = (
     "zstd",
     "curl",
     "gnupg",
+    "rsync",  # as on Ubuntu's images: the seeded models' copy uses it
     "libnss-myhostname",  # the per-guest hostname resolves without editing /etc/hosts
 )
 DISK_SIZE = "8G"

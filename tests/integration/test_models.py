@@ -112,6 +112,7 @@ def test_seeded_models_are_listed_by_each_guests_ollama(room: SeededRoom) -> Non
         owners = room.sh(name, f"stat -c %U {MODELS}/blobs/* {MODELS}/manifests/*/*/*/*")
         assert set(owners.split()) == {"ollama"}
         assert room.sh(name, f"ls -A {MODELS}/blobs | grep -c gpulab || true") == "0"
+        assert room.sh(name, f"test ! -e {MODELS}/.gpulab-incoming && echo gone") == "gone"
         # every blob gpulab placed is recorded as checked: a rerun hashes none of them
         stamped = room.sh(name, f"cut -d' ' -f1 {MODELS}/.gpulab-verified | sort -u")
         assert stamped.split() == sorted(d.replace(":", "-") for d in room.model.blobs)
@@ -121,13 +122,20 @@ def test_second_run_changes_nothing(room: SeededRoom) -> None:
     assert_unchanged(room.deploy("seeded rerun", "models.py"), GUESTS)
 
 
-def test_a_removed_blob_alone_comes_back(room: SeededRoom) -> None:
+def test_a_removed_blob_alone_comes_back_resuming_a_partial_copy(room: SeededRoom) -> None:
+    """The blob is gone and an interrupted copy left a partial file whose tail is wrong:
+    rsync resumes from it, the host's sha256 check passes, the staging directory is gone."""
     blob = room.model.model_digest.replace(":", "-")
-    room.sh("lab-02", f"rm {MODELS}/blobs/{blob}")
+    partial = f"{MODELS}/.gpulab-incoming/{blob}"
+    room.sh("lab-02", f"mkdir -p {MODELS}/.gpulab-incoming && "
+                      f"head -c $(($(stat -c %s {MODELS}/blobs/{blob}) / 2)) {MODELS}/blobs/{blob} "
+                      f"> {partial} && "
+                      f"head -c 5000 /dev/urandom >> {partial} && rm {MODELS}/blobs/{blob}")
     result = room.deploy("one blob back", "models.py")
     assert result.rc == 0, result.describe()
     assert result.changed_hosts == ["lab-02"], result.describe()
-    assert f"blob {blob[7:19]}" in result.output
+    assert f"1 blob ({blob[7:19]}) sent by rsync" in result.output
+    assert room.sh("lab-02", f"test ! -e {MODELS}/.gpulab-incoming && echo gone") == "gone"
     assert " manifest" not in result.output.replace("Models: manifests/", "")
     digest = room.sh("lab-02", f"sha256sum {MODELS}/blobs/{blob}").split()[0]
     assert digest == blob[7:]
@@ -140,7 +148,7 @@ def test_a_corrupt_blob_of_the_same_size_is_sent_again(room: SeededRoom) -> None
     result = room.deploy("corrupt blob back", "models.py")
     assert result.rc == 0, result.describe()
     assert result.changed_hosts == ["lab-01"], result.describe()
-    assert f"blob {blob[-64:-52]}" in result.output
+    assert f"1 blob ({blob[-64:-52]}) sent by rsync" in result.output
     assert room.sh("lab-01", f"sha256sum {blob}").split()[0] == blob[-64:]
     assert room.listed("lab-01") == {"qwen2.5:7b": room.model.digest}
     assert_unchanged(room.deploy("corrupt blob rerun", "models.py"), GUESTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,25 +63,44 @@ def _names(planned: PlannedHost) -> list[str]:
     return [name.rpartition(" | ")[2] for name in planned.names()]
 
 
-def test_a_fresh_host_gets_every_blob_checked_then_the_manifest(
+def test_a_fresh_host_gets_every_blob_by_rsync_checked_then_the_manifest(
     seeded: tuple[Path, PublishedModel]
 ) -> None:
     store, model = seeded
     planned = _plan("debian12-gtx1650.json", store)
-    uploads = [name for name in _names(planned) if name.startswith("Models: qwen2.5:7b ")]
-    assert len(uploads) == len(model.blobs) + 1
-    assert uploads[-1] == "Models: qwen2.5:7b manifest"  # the manifest is written last
+    names = _names(planned)
+    incoming = f"{MODELS}/.gpulab-incoming"
+    sent_name = next(name for name in names if name.endswith("sent by rsync"))
+    assert sent_name.startswith(f"Models: qwen2.5:7b: {len(model.blobs)} blobs (")
+    # The recorded host lacks rsync: installed before the copy.
+    assert names.index("Models: rsync, for the copy from the instructor's store") \
+        < names.index(sent_name)
+    (sent,) = planned.op("sent by rsync").commands
+    assert sent.startswith(f"RsyncCommand({store}/blobs/, {incoming}/, ['-rt', '--partial', ")
+    assert sorted(re.findall(r"'--include=([^']+)'", sent)) \
+        == sorted(digest.replace(":", "-") for digest in model.blobs)
+    assert sent.endswith("\"--exclude='*'\"])")  # nothing else in the store travels
+    # One command checks and places them all, then removes the staging directory.
+    placed = planned.op("checked and placed").text
+    assert names.index(sent_name) + 1 == names.index(
+        next(name for name in names if name.endswith("checked and placed")))
     for digest in model.blobs:
-        op = planned.op(f"blob {digest[7:19]}")
-        staged = f"{MODELS}/blobs/.gpulab-{digest.replace(':', '-')}"
-        assert f"upload {staged}" in op.text
-        assert f"echo {digest[7:]}'  '{staged} | sha256sum --check --status --strict" in op.text
+        staged = f"{incoming}/{digest.replace(':', '-')}"
+        assert f"echo {digest[7:]}'  '{staged} | sha256sum --check --status --strict" \
+            in placed
         assert f"touch {staged} && mv -f {staged} {MODELS}/blobs/{digest.replace(':', '-')}" \
-            in op.text
-        assert "chown ollama:ollama" in op.text
+            in placed
+        assert digest[7:19] in sent_name
+    assert "chown ollama:ollama" in placed and placed.endswith(f"; rm -rf {incoming}")
+    # Blobs first, the manifest last: uploaded by itself, checked, then renamed into place
+    # (its directories made in the same command).
+    assert names[-2:] == ["Models: qwen2.5:7b manifest", "Models: Ollama lists qwen2.5:7b"]
     manifest = planned.op("qwen2.5:7b manifest").text
+    assert f"upload {MODELS}/blobs/.gpulab-7b" in manifest
+    assert (f"install -d -o ollama -g ollama -m 755 {MODELS}/manifests/registry.ollama.ai "
+            f"{MODELS}/manifests/registry.ollama.ai/library "
+            f"{MODELS}/manifests/registry.ollama.ai/library/qwen2.5") in manifest
     assert f"mv -f {MODELS}/blobs/.gpulab-7b {MODELS}/manifests/{QWEN_PATH}" in manifest
-    assert _names(planned)[-1] == "Models: Ollama lists qwen2.5:7b"
     assert "/api/tags" in planned.op("Ollama lists").text
 
 
@@ -91,8 +111,9 @@ def test_a_host_missing_one_blob_gets_only_that_blob(
     layers = sorted(model.blobs.items())
     held = {digest.replace(":", "-"): size for digest, size in layers[1:]}
     planned = _plan(_host_facts(tmp_path, model, held), store)
-    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
-    assert sent == [f"Models: qwen2.5:7b blob {layers[0][0][7:19]}"]
+    sent = [name for name in _names(planned) if " blob" in name or name.endswith(" manifest")]
+    assert sent == [f"Models: qwen2.5:7b: 1 blob ({layers[0][0][7:19]}) sent by rsync",
+                    f"Models: qwen2.5:7b: 1 blob ({layers[0][0][7:19]}) checked and placed"]
 
 
 def test_a_complete_host_is_sent_nothing(
@@ -167,11 +188,11 @@ def test_a_host_with_another_manifest_gets_the_stores(
     store, model = seeded
     other = RegistryStandIn(tmp_path / "other").publish("qwen2.5:7b", payload_bytes=8192)
     planned = _plan(_host_facts(tmp_path, other, _held(other)), store)
-    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
-    differing = sorted(d[7:19] for d in model.blobs if other.blobs.get(d) != model.blobs[d])
+    differing = [d[7:19] for d in model.blobs if other.blobs.get(d) != model.blobs[d]]
     assert differing  # the GGUF differs; template, params and license are shared
-    assert sorted(sent[:-1]) == [f"Models: qwen2.5:7b blob {hex12}" for hex12 in differing]
-    assert sent[-1] == "Models: qwen2.5:7b manifest"
+    sent = planned.op("sent by rsync").text
+    assert sorted(re.findall(r"'--include=sha256-(\w{12})", sent)) == sorted(differing)
+    assert _names(planned)[-2] == "Models: qwen2.5:7b manifest"
 
 
 def test_a_corrupt_blob_is_sent_again_and_recorded(
@@ -180,10 +201,11 @@ def test_a_corrupt_blob_is_sent_again_and_recorded(
     store, model = seeded
     blob = model.model_digest.replace(":", "-")
     planned = _plan(_host_facts(tmp_path, model, _held(model), corrupt=[blob]), store)
-    sent = [name for name in _names(planned) if " blob " in name or name.endswith(" manifest")]
-    assert sent == [f"Models: qwen2.5:7b blob {blob[7:19]}"]
+    sent = [name for name in _names(planned) if " blob" in name or name.endswith(" manifest")]
+    assert sent == [f"Models: qwen2.5:7b: 1 blob ({blob[7:19]}) sent by rsync",
+                    f"Models: qwen2.5:7b: 1 blob ({blob[7:19]}) checked and placed"]
     assert (f"find {MODELS}/blobs/{blob} -printf '%f %s %T@\\n' >> {MODELS}/.gpulab-verified"
-            in planned.op(f"blob {blob[7:19]}").text)
+            in planned.op("checked and placed").text)
 
 
 def test_direct_deletes_a_corrupt_blob_before_the_pull(
@@ -233,8 +255,9 @@ def test_swarm_a_host_starts_waits_stops_then_places_the_blobs(
              "Models: swarm complete and checked", "Models: swarm stopped, port closed"]
     assert [name for name in names if name in order] == order
     stopped = names.index(order[-1])
-    placed = [n for n in names if n.endswith("from the swarm")]
-    assert len(placed) == len(layers) - 1 and all(names.index(n) > stopped for n in placed)
+    (placed,) = [n for n in names if n.endswith("placed from the swarm")]
+    assert names.index(placed) > stopped
+    assert placed.startswith(f"Models: qwen2.5:7b: {len(layers) - 1} blobs (")
     # (the host holds the manifest already: no manifest moves)
     assert names[-2:] == ["Models: Ollama lists qwen2.5:7b",
                           "Models: the swarm's staging directory removed"]
@@ -246,13 +269,19 @@ def test_swarm_a_host_starts_waits_stops_then_places_the_blobs(
     assert "--bt-lpd-interface=10.77.0.2" in started and "--check-integrity=true" in started
     assert "ip saddr { 10.77.0.0/24 } tcp dport 6881 accept" in started
     assert "tcp dport 6881 counter drop" in started
+    assert "http://10.77.0.1/models/" not in started  # peers first, the cache's HTTP later
     complete = planned.op("swarm complete").text
     for digest in model.blobs:
         assert f"{digest[7:]}  {digest.replace(':', '-')}" in complete
+    # Silent for swarm_fallback_seconds (default 60): aria2 again, the cache as web seed.
+    assert "[ $fell_back = no ] && [ $quiet -ge 60 ]" in complete
+    assert (f"--torrent-file={staging}/room.torrent http://10.77.0.1/models/" in complete
+            and "systemd-run --quiet --collect --unit=gpulab-swarm" in complete)
     assert "nft delete table inet gpulab_swarm" in planned.op("swarm stopped").text
-    blob = planned.op(f"blob {layers[1][0][7:19]} from the swarm").text
+    blob = planned.op("placed from the swarm").text
     assert f"mv -f {staging}/blobs/{layers[1][0].replace(':', '-')}" in blob
     assert "sha256sum" not in blob  # checked while the swarm still ran
+    assert "rm -rf" not in blob  # the staging directory goes last, with the torrent
 
 
 def test_swarm_the_room_cache_only_seeds(seeded: tuple[Path, PublishedModel]) -> None:

@@ -58,10 +58,12 @@ def test_the_cache_serves_the_room_only_and_fills_from_the_upstreams(
     assert [n for n in planned.names() if "cuda-keyring for" in n] == [
         f"gpulab room cache | Room cache: cuda-keyring for {d}"
         for d in ("ubuntu2204", "ubuntu2404", "debian12", "wsl-ubuntu")]
+    sent = planned.op("sent by rsync").text
     for digest in model.blobs:
-        blob = planned.op(f"blob {digest[7:19]}").text
-        assert f"upload {ROOT}/models/blobs/.gpulab-{digest.replace(':', '-')}" in blob
-        assert "chown root:root" in blob
+        assert f"'--include={digest.replace(':', '-')}'" in sent
+        placed = planned.op("checked and placed").text
+        assert f"mv -f {ROOT}/models/.gpulab-incoming/{digest.replace(':', '-')} " in placed
+        assert "chown root:root" in placed
     assert f"{ROOT}/models/manifests/{QWEN_PATH}" in planned.op("qwen2.5:7b manifest").text
     assert planned.names()[-1].endswith("marker (written last)")
 

@@ -17,7 +17,7 @@ room network (``10.77.0.0/24``), a QEMU socket netdev on this machine's loopback
 stand-ins count what they served: every upstream file once for the whole room.
 
 Then the same room switches to ``models_distribution: swarm`` (the cache made mktorrent's
-torrent, with the web seed at its nginx, at its set-up), ``room-04`` gets Ollama from the cache,
+torrent at its set-up), ``room-04`` gets Ollama from the cache,
 and the model is spread by aria2 from Debian's archive among the three hosts (peers meeting by
 Local Peer Discovery), each guest's room link throttled (``tc``) so the transfer lasts long
 enough to kill a host in the middle of it. One room for both saves a boot of four guests and
@@ -137,6 +137,11 @@ class Room:
         """aria2 processes, the swarm's table or a listener on its port, if any remain."""
         return self.sh(name, "pgrep -a aria2c; nft list table inet gpulab_swarm 2>/dev/null "
                        "| head -1; ss -Hltn 'sport = :6881'; true")
+
+    def blobs_served_by_nginx(self) -> int:
+        """Blob requests in the cache's nginx log so far (HTTP, not BitTorrent)."""
+        return int(self.sh(CACHE, "grep -c ' /models/blobs/' /var/log/nginx/access.log "
+                                  "|| true"))
 
     def forget_model(self, name: str) -> None:
         self.sh(name, f"rm -rf {MODELS}/blobs/* {MODELS}/manifests/* {MODELS}/.gpulab-verified")
@@ -281,6 +286,7 @@ def swarm(room: Room) -> Room:
 
 
 def test_the_swarm_brings_the_model_to_every_host_complete_and_checked(swarm: Room) -> None:
+    served_before = swarm.blobs_served_by_nginx()
     result = swarm.deploy("swarm to 3 hosts", ("models.py",), (CACHE, *SWARM_HOSTS))
     assert result.rc == 0, result.describe()
     for name in SWARM_HOSTS:
@@ -290,9 +296,9 @@ def test_the_swarm_brings_the_model_to_every_host_complete_and_checked(swarm: Ro
         assert swarm.sh(name, f"test ! -e {MODELS}/.gpulab-swarm && echo gone") == "gone"
     for name in (CACHE, *SWARM_HOSTS):
         assert swarm.swarm_leftovers(name) == "", f"{name}: {swarm.swarm_leftovers(name)}"
-    # Peers served each other: the cache's nginx (web seed) did not send every host a copy.
-    log = swarm.sh(CACHE, "cat /var/log/nginx/access.log")
-    print(f"web seed requests: {log.count('/models/blobs/')}")
+    # Peers served each other: the cache sent its copy by BitTorrent only; its nginx is the
+    # fallback of a silent host (below), not a source from the start.
+    assert swarm.blobs_served_by_nginx() == served_before
 
 
 def test_a_swarm_rerun_moves_nothing_and_starts_nothing(swarm: Room) -> None:
@@ -300,6 +306,30 @@ def test_a_swarm_rerun_moves_nothing_and_starts_nothing(swarm: Room) -> None:
     assert_unchanged(result, (CACHE, *SWARM_HOSTS))
     for name in (CACHE, *SWARM_HOSTS):
         assert swarm.swarm_leftovers(name) == "", name
+
+
+def test_a_host_cut_off_from_its_peers_finishes_from_the_cache(swarm: Room) -> None:
+    """No BitTorrent reaches ``room-04`` (its own nftables table drops port 6881 both ways):
+    after ``swarm_fallback_seconds`` of silence its aria2 takes the cache's nginx as a web
+    seed, and the host ends complete, checked and listed like the others."""
+    cut_off = SWARM_HOSTS[2]
+    swarm.forget_model(cut_off)
+    swarm.sh(cut_off, "nft add table inet gpulab_test_cut && nft add chain inet gpulab_test_cut "
+                      "in '{ type filter hook input priority -10; }' && nft add chain inet "
+                      "gpulab_test_cut out '{ type filter hook output priority -10; }' && "
+                      "nft add rule inet gpulab_test_cut in tcp dport 6881 drop && nft add rule "
+                      "inet gpulab_test_cut out tcp dport 6881 drop")
+    served_before = swarm.blobs_served_by_nginx()
+    try:
+        result = swarm.deploy("swarm, a host cut off", ("models.py",), (CACHE, cut_off),
+                              swarm_fallback_seconds=10)
+    finally:
+        swarm.sh(cut_off, "nft delete table inet gpulab_test_cut")
+    assert result.rc == 0, result.describe()
+    assert swarm.tags(cut_off) == {"qwen2.5:7b"}
+    assert swarm.blobs_served_by_nginx() > served_before, "nothing came from the cache's HTTP"
+    for name in (CACHE, cut_off):
+        assert swarm.swarm_leftovers(name) == "", f"{name}: {swarm.swarm_leftovers(name)}"
 
 
 def test_a_host_killed_mid_swarm_fails_alone(swarm: Room) -> None:

@@ -22,11 +22,23 @@ def test_the_room_address_is_the_one_in_room_cidrs() -> None:
     assert room_address(found, ["192.168.1.0/24"]) is None
 
 
-def test_the_torrent_has_no_tracker_no_date_and_the_caches_web_seed() -> None:
-    command = mktorrent_command("/c/.b/blobs", "/c/swarm/x.torrent", "http://10.0.0.5/models/")
+def test_the_torrent_has_no_tracker_no_date_and_no_web_seed() -> None:
+    """A web seed in the torrent would have every host pull from the cache from the start;
+    the fallback to the cache is the wait step's (``web_seed`` below)."""
+    command = mktorrent_command("/c/.b/blobs", "/c/swarm/x.torrent")
     assert command[0] == "mktorrent" and command[-1] == "/c/.b/blobs"
-    assert "--no-date" in command and "--web-seed=http://10.0.0.5/models/" in command
-    assert not [part for part in command if part.startswith(("-a", "--announce", "-p"))]
+    assert "--no-date" in command
+    assert not [part for part in command
+                if part.startswith(("-a", "--announce", "-p", "-w", "--web-seed"))]
+
+
+def test_the_fallback_gives_aria2_the_caches_models_as_the_torrents_web_seed() -> None:
+    plain = aria2_command("/m/.s/room.torrent", "/m/.s", "10.77.0.2", False, "/hook")
+    fallback = aria2_command("/m/.s/room.torrent", "/m/.s", "10.77.0.2", False, "/hook",
+                             web_seed="http://10.77.0.1/models/")
+    # URIs after --torrent-file are the torrent's web seeds, not a second download.
+    assert plain[-1] == "--torrent-file=/m/.s/room.torrent"
+    assert fallback == [*plain, "http://10.77.0.1/models/"]
 
 
 def test_hosts_check_every_piece_and_everyone_seeds_until_stopped() -> None:
