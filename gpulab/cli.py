@@ -125,7 +125,7 @@ def _gather_live(
     from pyinfra.api.exceptions import PyinfraError
 
     from gpulab.deploys.common import LOST_CONNECTION
-    from gpulab.facts.gather import gather_host_facts
+    from gpulab.facts.gather import FactsInOneCommand, gather_host_facts
     from gpulab.inventory import connected, load_state
 
     state = load_state(inventory, limit)
@@ -140,7 +140,8 @@ def _gather_live(
             # A PC that powers off now fails alone; pyinfra marks it failed (and says "No hosts
             # remaining!" when it was the last one) or the connection raises.
             try:
-                gathered = gather_host_facts(host, _models_dir(host.data))
+                models_dir = _models_dir(host.data)
+                gathered = gather_host_facts(FactsInOneCommand(host, models_dir), models_dir)
             except (*LOST_CONNECTION, PyinfraError) as error:
                 log.exception("%s: gathering facts failed", host.name)
                 gathered, why = None, f"{type(error).__name__}: {error}"

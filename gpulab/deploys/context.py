@@ -19,7 +19,7 @@ from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.connectors.fake import FakeConnector
 
-from gpulab.facts.gather import gather_host_facts, stand_in_facts
+from gpulab.facts.gather import FactsInOneCommand, gather_host_facts, stand_in_facts
 from gpulab.facts.model import FactsFile, HostFacts
 from gpulab.models.store import seeded_source
 from gpulab.plan.host import HostPlan, PlanError, make_plan
@@ -102,7 +102,8 @@ def _read_facts(host: Any, settings: Settings) -> HostFacts:
             Path(settings.gpulab_stand_in_facts).read_text()).facts
         facts = stand_in_facts(recorded, host, settings.ollama_models_dir)
     else:
-        facts = gather_host_facts(host, settings.ollama_models_dir)
+        models_dir = settings.ollama_models_dir
+        facts = gather_host_facts(FactsInOneCommand(host, models_dir), models_dir)
     if host in host.state.failed_hosts:
         # pyinfra turns a connection that fails inside a fact (SSHException, a timeout) into
         # the fact's default and marks the host failed: these facts describe no machine.

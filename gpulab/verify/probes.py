@@ -22,7 +22,7 @@ from gpulab.compat.cuda import Platform
 from gpulab.deploys.cuda import PROFILE_SCRIPT
 from gpulab.deploys.nvidia import BLACKLIST_CONF, BRANCH_PIN
 from gpulab.facts.cuda import CudaToolkits
-from gpulab.facts.gather import gather_host_facts, stand_in_facts
+from gpulab.facts.gather import FactsInOneCommand, gather_host_facts, stand_in_facts
 from gpulab.facts.model import CudaToolkit, FactsFile, HostFacts
 from gpulab.facts.nvidia import LoadedDriverVersion, NvidiaSmi
 from gpulab.facts.pci import NvidiaPciDevices
@@ -123,7 +123,9 @@ def prepare(target: Target, host: Any, settings: Settings) -> Subject:
         facts = stand_in_facts(recorded, TestinfraFacts(host), settings.ollama_models_dir)
         source = f"recorded facts {target.recorded_facts}"
     else:
-        facts = gather_host_facts(TestinfraFacts(host), settings.ollama_models_dir)
+        models_dir = settings.ollama_models_dir
+        facts = gather_host_facts(FactsInOneCommand(TestinfraFacts(host), models_dir),
+                                  models_dir)
         source = "live facts"
     # seeded: a model whose manifest is not the instructor's store's is not ready either
     plan = make_plan(target.name, facts, settings, seeded_source(settings))

@@ -7,6 +7,7 @@ not part of the output.  Inputs written inline here are for things no public rep
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,12 @@ from gpulab.facts.cuda import (
     parse_cuda_version_json,
     parse_cuda_version_txt,
 )
-from gpulab.facts.gather import gather_host_facts
+from gpulab.facts.gather import (
+    READ_TOGETHER,
+    FactOutputs,
+    FactsInOneCommand,
+    gather_host_facts,
+)
 from gpulab.facts.model import (
     FACTS_FORMAT,
     CudaToolkit,
@@ -711,6 +717,47 @@ def test_gather_host_facts_empty_plain_facts() -> None:
     values = _bare_metal_values() | {Hostname: None, Arch: None, KernelVersion: None}
     facts = gather_host_facts(FakeHost(values), "/srv/models")
     assert (facts.hostname, facts.arch, facts.kernel) == ("localhost", "x86_64", "")
+
+
+class ShellHost:
+    """``get_fact`` as pyinfra does it, each fact's command run here by ``sh -c``."""
+
+    def get_fact(self, name_or_cls: type[FactBase[Any]], *args: Any, **kwargs: Any) -> Any:
+        fact = name_or_cls()
+        run = subprocess.run(["sh", "-c", str(fact.command(*args, **kwargs))],
+                             capture_output=True, text=True, check=False)
+        lines = run.stdout.splitlines()
+        return fact.process(lines) if run.returncode == 0 and lines else fact.default()
+
+
+def test_one_command_gives_each_fact_what_its_own_command_gives(tmp_path: Path) -> None:
+    """Run for real on this machine: the facts read together equal the facts read one by one
+    (this machine has no NVIDIA GPU, a models directory with one blob)."""
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / f"sha256-{'0' * 64}").write_bytes(b"x")
+    one_by_one = gather_host_facts(ShellHost(), str(tmp_path))
+    together = FactsInOneCommand(ShellHost(), str(tmp_path))
+    assert set(together.outputs) == {cls.__name__ for cls in READ_TOGETHER}
+    assert gather_host_facts(together, str(tmp_path)) == one_by_one
+
+
+def test_fact_outputs_split_by_marker_and_failed_commands_give_the_default() -> None:
+    outputs = FactOutputs().process([
+        "@@gpulab-fact Hostname", "lab-01", "@@gpulab-fact-rc Hostname 0",
+        "@@gpulab-fact Arch", "x86_64@@gpulab-fact-rc Arch 0",  # no newline after its output
+        "@@gpulab-fact MemoryMib", "MemTotal: 1 kB", "@@gpulab-fact-rc MemoryMib 2",
+    ])
+    assert outputs == {"Hostname": (0, ["lab-01"]), "Arch": (0, ["x86_64"]),
+                       "MemoryMib": (2, ["MemTotal: 1 kB"])}
+
+    class Answered:
+        def get_fact(self, name_or_cls: type[FactBase[Any]], *args: Any, **kwargs: Any) -> Any:
+            return outputs
+
+    facts = FactsInOneCommand(Answered(), "/m")
+    assert facts.get_fact(Arch) == "x86_64"
+    assert facts.get_fact(MemoryMib) == MemoryMib.default()  # its command failed
+    assert facts.get_fact(KernelVersion) is None  # no output at all: pyinfra's default
 
 
 # --------------------------------------------------------------------------------------------
