@@ -81,8 +81,8 @@ def host_settings(host: Any) -> Settings:
 
 
 def host_facts(host: Any) -> HostFacts:
-    """This host's facts as the run found them, read once per run (pyinfra runs each fact's
-    command again at every ``get_fact``: ~8 s for all of gpulab's on a slow host)."""
+    """This host's facts as the run found them, read once per run (pyinfra runs a fact's
+    command again at every ``get_fact``, and several deploys ask for them)."""
     run = host_run(host)
     if run.facts is None:
         run.facts = _read_facts(host, run.settings)

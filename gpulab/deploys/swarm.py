@@ -228,12 +228,13 @@ def swarm_round(settings: Settings, seed: bool, blobs: list[tuple[str, str]],
         # starts nothing); the hosts' start is the same operation, so it has the same hash.
         only_if: dict[str, Any] = {"_if": lambda: _others_join(op_hash)} if seed else {}
         staging = staging_dir(settings.ollama_models_dir)
+        host_torrent = posixpath.join(staging, "room.torrent")
         started = swarm_started(
             name="Models: swarm started", seed=seed, address=address,
             room_cidrs=settings.room_cidrs,
             torrent=(posixpath.join(settings.room_cache_dir + ROOM_CACHE_PATHS["swarm"],
                                     f"{room}.torrent") if seed
-                     else posixpath.join(staging, "room.torrent")),
+                     else host_torrent),
             directory=(settings.room_cache_dir + ROOM_CACHE_PATHS["models"] if seed
                        else staging),
             torrent_url=(None if seed else f"{settings.room_cache_url}"
@@ -245,7 +246,7 @@ def swarm_round(settings: Settings, seed: bool, blobs: list[tuple[str, str]],
         op_hash.append(started._hash)
         if not seed:
             swarm_complete(name="Models: swarm complete and checked", directory=staging,
-                           blobs=blobs, torrent=posixpath.join(staging, "room.torrent"),
+                           blobs=blobs, torrent=host_torrent,
                            address=address, fallback_seconds=settings.swarm_fallback_seconds,
                            web_seed=f"{settings.room_cache_url}{ROOM_CACHE_PATHS['models']}/")
     if started is not None or leftovers:
